@@ -1,0 +1,258 @@
+"""`reelbot`: the terminal front end (and the entry point of the Discord bot).
+
+Exit codes are part of the interface: 0 completed, 1 the task failed, 2 invalid input or
+settings (nothing was sent), 3 the API refused or could not be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import mimetypes
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bot.catalog import CATALOG, describe
+from bot.config import Settings, SettingsError, load_settings
+from bot.request import RequestInvalid, build_request
+
+EXIT_OK, EXIT_TASK_FAILED, EXIT_INVALID, EXIT_API = 0, 1, 2, 3
+
+log = logging.getLogger("bot")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reelbot",
+        description="A Discord bot (and terminal tool) that makes short AI videos with APIMart.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    gen = sub.add_parser("generate", help="make one video from the terminal")
+    gen.add_argument("prompt", help="what the video should show")
+    gen.add_argument("--model", "-m", default="sora-2", choices=list(CATALOG), metavar="ID",
+                     help=f"model id: {', '.join(CATALOG)} (default sora-2)")
+    gen.add_argument("--duration", "-d", type=int, help="seconds (see `reelbot models`)")
+    gen.add_argument("--resolution", "-r", help="e.g. 720p, 1080p, 4k")
+    gen.add_argument("--aspect-ratio", "-a", help="16:9 or 9:16")
+    gen.add_argument("--image", "-i", action="append", default=[], metavar="PATH_OR_URL",
+                     help="reference image, repeatable, in order (Omni: 1 or 3; Veo: first "
+                          "frame, then last frame; Sora: 1). Local files are uploaded.")
+    gen.add_argument("--mode", choices=["frame", "reference"], help="Omni: how images are used")
+    gen.add_argument("--video", metavar="URL", help="Omni: a reference video URL (motion)")
+    gen.add_argument("--negative-prompt", help="Veo: what to avoid")
+    gen.add_argument("--seed", type=int, help="Veo: 0..4294967295")
+    gen.add_argument("--samples", type=int, dest="sample_count", help="Veo: videos per request, 1..4")
+    gen.add_argument("--audio", action="store_true", default=None, help="Veo: generate audio")
+    gen.add_argument("--people", choices=["allow_adult", "disallow"], help="Veo: person generation")
+    gen.add_argument("--resize", choices=["pad", "crop"], help="Veo: fit of the first frame")
+    gen.add_argument("--enhance-prompt", action="store_true", default=None, help="Veo: let the API enhance the prompt")
+    gen.add_argument("--fake", action="store_true",
+                     help="use the built-in stand-in API (no key, no cost, a few seconds)")
+    gen.add_argument("--json", action="store_true", help="print one JSON object to stdout")
+
+    sub.add_parser("models", help="what each model accepts")
+    sub.add_parser("check", help="validate the settings and ask APIMart for the balance")
+
+    fake = sub.add_parser("fake-api", help="serve the stand-in APIMart on 127.0.0.1")
+    fake.add_argument("--host", default="127.0.0.1")
+    fake.add_argument("--port", type=int, default=8765)
+    fake.add_argument("--api-key", default="test-key")
+    fake.add_argument("--time-scale", type=float, default=1.0,
+                      help="simulated seconds per real second (60 = a 4-minute job in 4 s)")
+
+    sub.add_parser("run", help="start the Discord bot")
+    sync = sub.add_parser("sync", help="register the slash commands with Discord")
+    sync.add_argument("--guild", type=int, help="a test server's id (instant); omit for global")
+    sub.add_parser("commands", help="print the JSON that `sync` sends")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    try:
+        code = _dispatch(args)
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        code = EXIT_INVALID
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "models":
+        return _models()
+    if args.command == "generate":
+        return _generate(args)
+    if args.command == "check":
+        return _check()
+    if args.command == "fake-api":
+        from bot.testing.fake_apimart import run_fake_api
+
+        run_fake_api(host=args.host, port=args.port, api_key=args.api_key, time_scale=args.time_scale)
+        return EXIT_OK
+    from bot import launcher
+
+    if args.command == "run":
+        return launcher.run()
+    if args.command == "sync":
+        return launcher.sync(args.guild)
+    if args.command == "commands":
+        return launcher.print_commands()
+    raise AssertionError(args.command)
+
+
+def setup_logging(level: str, *, stream: Any = None) -> None:
+    """One line per event, to stderr; the API key and Discord token never reach a log record."""
+    logging.basicConfig(
+        level=level,
+        stream=stream or sys.stderr,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    logging.getLogger("discord.http").setLevel(max(logging.INFO, logging.getLevelName(level)))
+
+
+def _models() -> int:
+    rows = [describe(spec) for spec in CATALOG.values()]
+    for row in rows:
+        print(row["model"])
+        for key, value in row.items():
+            if key != "model":
+                print(f"  {key:<14} {value}")
+    return EXIT_OK
+
+
+def _check() -> int:
+    settings = load_settings(require=("APIMART_API_KEY",))
+    setup_logging(settings.LOG_LEVEL)
+
+    async def ask() -> int:
+        import aiohttp
+
+        from bot.apimart import ApimartClient, ApimartError
+
+        assert settings.APIMART_API_KEY is not None
+        async with aiohttp.ClientSession() as session:
+            client = ApimartClient(session, settings.APIMART_BASE_URL, settings.APIMART_API_KEY,
+                                   timeout=settings.API_TIMEOUT)
+            try:
+                balance = await client.balance()
+            except ApimartError as exc:
+                print(f"settings OK, but APIMart said: {exc}", file=sys.stderr)
+                return EXIT_API
+        remaining = "unlimited" if balance.unlimited else balance.remaining
+        print(f"settings OK; APIMart at {settings.APIMART_BASE_URL}: balance {remaining}, used {balance.used}")
+        if settings.DISCORD_TOKEN is None:
+            print("note: DISCORD_TOKEN is not set; `reelbot run` needs it", file=sys.stderr)
+        return EXIT_OK
+
+    return asyncio.run(ask())
+
+
+def _read_image(ref: str) -> Any:
+    """A URL stays a URL (passed through); a local file becomes an ImageFile to upload."""
+    from bot.jobs import ImageFile
+    from bot.request import Problem
+
+    if ref.startswith(("http://", "https://")):
+        return ref
+    path = Path(ref).expanduser()
+    if not path.is_file():
+        raise RequestInvalid([Problem("image", f"{ref}: no such file (give a path or an http(s) URL)")])
+    data = path.read_bytes()
+    content_type = _sniff(data) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return ImageFile(data=data, filename=path.name, content_type=content_type)
+
+
+def _sniff(data: bytes) -> str | None:
+    """The real type of an image from its first bytes (a renamed PDF is not a PNG)."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    return None
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from bot.jobs import with_pending_uploads
+
+    settings = _generate_settings(args)
+    # The terminal shows a progress bar and the result; logs only for warnings (or DEBUG).
+    setup_logging("DEBUG" if settings.LOG_LEVEL == "DEBUG" else "WARNING")
+    try:
+        images = [_read_image(ref) for ref in args.image]
+        refs, files = with_pending_uploads(images)
+        request = build_request(
+            model=args.model,
+            prompt=args.prompt,
+            duration=args.duration,
+            resolution=args.resolution,
+            aspect_ratio=args.aspect_ratio,
+            images=refs,
+            mode=args.mode,
+            video_url=args.video,
+            negative_prompt=args.negative_prompt,
+            seed=args.seed,
+            sample_count=args.sample_count,
+            generate_audio=args.audio,
+            person_generation=args.people,
+            resize_mode=args.resize,
+            enhance_prompt=args.enhance_prompt,
+        )
+        from bot.jobs import JobService
+
+        JobService.check_files(request, files)
+    except RequestInvalid as exc:
+        _report_invalid(exc, as_json=args.json)
+        return EXIT_INVALID
+    for note in request.notes():
+        print(f"note: {note}", file=sys.stderr)
+
+    from bot.terminal import run_generate
+
+    job = asyncio.run(run_generate(settings, request, files, fake=args.fake, quiet=args.json))
+    outcome = job.outcome()
+    if args.json:
+        print(json.dumps(outcome, ensure_ascii=False))
+    else:
+        from bot.terminal import format_outcome
+
+        print(format_outcome(job))
+    if job.state.value == "completed":
+        return EXIT_OK
+    return EXIT_TASK_FAILED if job.task_id else EXIT_API
+
+
+def _generate_settings(args: argparse.Namespace) -> Settings:
+    if not args.fake:
+        return load_settings(require=("APIMART_API_KEY",))
+    from pydantic import SecretStr
+
+    from bot.terminal import FAKE_API_KEY
+
+    settings = load_settings()
+    return settings.model_copy(
+        update={
+            "APIMART_API_KEY": SecretStr(FAKE_API_KEY),
+            "POLL_INITIAL_DELAY": 0.2,
+            "POLL_INTERVAL": 0.2,
+            "POLL_MAX_INTERVAL": 1.0,
+        }
+    )
+
+
+def _report_invalid(exc: RequestInvalid, *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"task_id": None, "status": "invalid", "video_urls": [], "expires_at": None,
+                          "cost": None, "credits_cost": None, "elapsed_s": None, "error": str(exc)}))
+    for problem in exc.problems:
+        print(f"error: {problem}", file=sys.stderr)

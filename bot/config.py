@@ -1,0 +1,142 @@
+"""Settings from the environment and `.env`, checked once at startup.
+
+As in python-discord's `bot/constants.py`: one pydantic-settings class, secrets as `SecretStr`.
+`load_settings()` turns every problem (missing or invalid) into one `SettingsError` whose text
+lists them all with how to fix each, so `reelbot` can print it and exit 2 instead of showing a
+traceback. Which settings are required depends on the command: `generate` needs no Discord
+token, `run` does.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/reelbot.db"
+
+HOW_TO_FIX = {
+    "DISCORD_TOKEN": "the bot token from https://discord.com/developers/applications → Bot → Reset Token",
+    "APIMART_API_KEY": "your key from APIMart's console (or try `reelbot generate --fake` without one)",
+}
+
+
+class SettingsError(Exception):
+    """Every problem with the configuration, already worded for the operator."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        text = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(
+            f"reelbot cannot start: {len(problems)} setting(s) need attention\n{text}\n"
+            "Set them in the environment or in a .env file (see .env.example)."
+        )
+
+
+class Settings(BaseSettings):
+    """Every knob of reelbot. The names are part of the product's interface."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=True
+    )
+
+    DISCORD_TOKEN: SecretStr | None = None
+    APIMART_API_KEY: SecretStr | None = None
+    APIMART_BASE_URL: str = "https://api.apimart.ai"
+    DATABASE_URL: str = DEFAULT_DATABASE_URL
+    POLL_INITIAL_DELAY: float = Field(5.0, gt=0, le=600)
+    POLL_INTERVAL: float = Field(5.0, gt=0, le=600)
+    POLL_MAX_INTERVAL: float = Field(60.0, gt=0, le=3600)
+    POLL_CONCURRENCY: int = Field(16, ge=1, le=512)
+    API_REQUESTS_PER_SECOND: float = Field(20.0, gt=0, le=10_000)
+    API_TIMEOUT: float = Field(30.0, gt=0, le=600)
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    WEBHOOK_PUBLIC_URL: str | None = None
+    WEBHOOK_LISTEN: str = "0.0.0.0:8080"
+    #: Used by the end-to-end tests and the offline demo to point discord.py at a local fake.
+    DISCORD_API_BASE: str | None = None
+    DISCORD_GATEWAY_URL: str | None = None
+
+    @field_validator("LOG_LEVEL", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("APIMART_BASE_URL", "WEBHOOK_PUBLIC_URL")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("DATABASE_URL")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        """Accept plain `sqlite:///` and `postgresql://` URLs and pick the async driver."""
+        for plain, driver in (
+            ("sqlite://", "sqlite+aiosqlite://"),
+            ("postgresql://", "postgresql+asyncpg://"),
+            ("postgres://", "postgresql+asyncpg://"),
+        ):
+            if value.startswith(plain):
+                return driver + value[len(plain) :]
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("use sqlite:///path/to/file.db or postgresql://user:pass@host/db")
+        return value
+
+    @field_validator("WEBHOOK_LISTEN")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("use HOST:PORT, for example 0.0.0.0:8080")
+        return value
+
+    @model_validator(mode="after")
+    def _intervals(self) -> Settings:
+        if self.POLL_MAX_INTERVAL < self.POLL_INTERVAL:
+            raise ValueError("POLL_MAX_INTERVAL must be at least POLL_INTERVAL")
+        return self
+
+    @property
+    def webhook_listen(self) -> tuple[str, int]:
+        host, _, port = self.WEBHOOK_LISTEN.rpartition(":")
+        return host, int(port)
+
+    def sqlite_path(self) -> Path | None:
+        """The database file, so its folder can be created on first run."""
+        prefix = "sqlite+aiosqlite:///"
+        if self.DATABASE_URL.startswith(prefix):
+            path = self.DATABASE_URL[len(prefix) :]
+            if path and path != ":memory:":
+                return Path(path)
+        return None
+
+
+def load_settings(*, require: tuple[str, ...] = (), env_file: str | None = ".env") -> Settings:
+    """Read the settings; raise `SettingsError` listing every missing or invalid one."""
+    problems: list[str] = []
+    try:
+        settings = Settings(_env_file=env_file)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"]) or "settings"
+            value = err.get("input")
+            shown = "" if name in HOW_TO_FIX or isinstance(value, dict) else f" (got {value!r})"
+            problems.append(f"{name}: {err['msg']}{shown}")
+        settings = None
+    for name in require:
+        if settings is not None and getattr(settings, name) is None:
+            problems.append(f"{name} is missing: {HOW_TO_FIX.get(name, 'set it')}")
+        elif settings is None and not any(p.startswith(name) for p in problems):
+            # Still report a missing secret when something else was invalid, so one run lists all.
+            if not os.environ.get(name):
+                problems.append(f"{name} is missing: {HOW_TO_FIX.get(name, 'set it')}")
+    if problems or settings is None:
+        raise SettingsError(problems)
+    return settings

@@ -1,0 +1,83 @@
+"""A job: one request, where it stands, and what came of it.
+
+A job moves created → submitting → running → completed / failed / cancelled. `unknown` is the
+honest state of a submit whose answer never came (timeout, 5xx): the API may or may not have
+accepted and billed it, so it is reported and never resubmitted. `delivered` records that the
+final outcome reached its requester, so a restart posts every result exactly once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from bot.request import VideoRequest
+
+
+class JobState(StrEnum):
+    CREATED = "created"
+    SUBMITTING = "submitting"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    UNKNOWN = "unknown"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.UNKNOWN})
+
+
+@dataclass(slots=True)
+class Job:
+    """The store's row as a Python object; the store is the truth, this is a cached copy."""
+
+    id: int
+    state: JobState
+    request: VideoRequest
+    created_at: float
+    origin: dict[str, Any] = field(default_factory=dict)
+    requester: str | None = None
+    guild_id: str | None = None
+    task_id: str | None = None
+    progress: int = 0
+    estimated_time: float | None = None
+    submitted_at: float | None = None
+    finished_at: float | None = None
+    cost: float | None = None
+    credits_cost: float | None = None
+    video_urls: list[str] = field(default_factory=list)
+    expires_at: float | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    delivered: bool = False
+
+    @property
+    def elapsed(self) -> float | None:
+        """Seconds from submit to the end (or None while unknown)."""
+        start = self.submitted_at or self.created_at
+        return None if self.finished_at is None else max(0.0, self.finished_at - start)
+
+    @property
+    def charged(self) -> bool | None:
+        """False when the API reported a zero cost (failed tasks are refunded)."""
+        if self.cost is None and self.credits_cost is None:
+            return None
+        return bool(self.cost or self.credits_cost)
+
+    def outcome(self) -> dict[str, Any]:
+        """The result as the CLI's `--json` prints it (and as any front end may show it)."""
+        return {
+            "task_id": self.task_id,
+            "status": self.state.value,
+            "video_urls": list(self.video_urls),
+            "expires_at": self.expires_at,
+            "cost": self.cost,
+            "credits_cost": self.credits_cost,
+            "elapsed_s": None if self.elapsed is None else round(self.elapsed, 1),
+            "error": self.error_message,
+        }

@@ -1,0 +1,248 @@
+"""The job pipeline: persist, upload, submit, hand over to the poller — never twice.
+
+Every front end (the CLI, the Discord cogs, a re-roll button) goes through `JobService`. The
+order is what makes it safe: the job is written to the store before anything is sent, marked
+`submitting` before the one submit call, and moved to `running` / `failed` / `unknown` from
+what that call proved. A submit whose answer was lost is `unknown` and is never repeated:
+there is no idempotency key, so a second submit would be a second charge.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from bot.apimart import (
+    ApimartError,
+    ApiUnreachable,
+    AuthenticationFailed,
+    PaymentRequired,
+    RateLimited,
+    SubmitOutcomeUnknown,
+    UploadedImage,
+)
+from bot.clock import Clock
+from bot.job import Job, JobState
+from bot.poller import Notifier, Poller
+from bot.request import PENDING_PREFIX, VideoRequest, check_image_file
+from bot.store import Store
+
+log = logging.getLogger(__name__)
+
+UNKNOWN_MESSAGE = (
+    "APIMart did not confirm the submit (no answer in time). The video may still be made and "
+    "billed; it was not sent again to avoid a double charge."
+)
+INTERRUPTED_MESSAGE = "reelbot stopped before this job was sent to APIMart. Nothing was charged."
+
+
+@dataclass(frozen=True, slots=True)
+class ImageFile:
+    """An image the user gave as bytes (a local file, a Discord attachment), to be uploaded."""
+
+    data: bytes
+    filename: str
+    content_type: str
+
+
+class VideoApi(Protocol):
+    async def submit(self, payload: dict[str, Any]) -> str: ...
+
+    async def upload_image(self, data: bytes, filename: str, content_type: str) -> UploadedImage: ...
+
+
+def with_pending_uploads(
+    images: Sequence[str | ImageFile],
+) -> tuple[tuple[str, ...], list[ImageFile]]:
+    """Split user images into the request's refs (URLs or placeholders) and the files to upload."""
+    refs: list[str] = []
+    files: list[ImageFile] = []
+    for image in images:
+        if isinstance(image, ImageFile):
+            refs.append(f"{PENDING_PREFIX}{len(files)}:{image.filename}")
+            files.append(image)
+        else:
+            refs.append(image)
+    return tuple(refs), files
+
+
+class JobService:
+    """Creates jobs and launches them; the poller takes over once a task id exists."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        api: VideoApi,
+        poller: Poller,
+        notifier: Notifier,
+        clock: Clock,
+        webhook_url: str | None = None,
+    ) -> None:
+        self.store = store
+        self.api = api
+        self.poller = poller
+        self.notifier = notifier
+        self.clock = clock
+        self.webhook_url = webhook_url
+
+    @staticmethod
+    def check_files(request: VideoRequest, files: Sequence[ImageFile]) -> None:
+        """Refuse files of the wrong type or size before anything is stored or sent."""
+        if len(files) != len(request.pending_uploads):
+            raise ValueError("one ImageFile is needed per pending image")
+        spec = request.spec
+        for index, file in zip(request.pending_uploads, files, strict=True):
+            field = f"image {index + 1} ({file.filename})"
+            check_image_file(spec, file.content_type, len(file.data), field)
+
+    async def create(
+        self,
+        request: VideoRequest,
+        *,
+        origin: dict[str, Any] | None = None,
+        requester: str | None = None,
+        guild_id: str | None = None,
+    ) -> Job:
+        """Write the job down (state `created`) — the first thing, before any slow work."""
+        job = await self.store.create(
+            request, now=self.clock.now(), origin=origin, requester=requester, guild_id=guild_id
+        )
+        log.info("job %s: created (%s)", job.id, request.summary())
+        return job
+
+    async def launch(self, job: Job, files: Sequence[ImageFile] = ()) -> Job:
+        """Upload the job's files, submit it once, and hand it to the poller or the notifier."""
+        self.check_files(job.request, files)
+        try:
+            request = await self._upload(job, files)
+        except ApimartError as exc:
+            return await self._fail(job, "upload_failed", f"The image upload failed: {exc}")
+        await self.store.update(job, state=JobState.SUBMITTING)
+        payload = request.to_payload()
+        if self.webhook_url:
+            payload["webhook"] = self.webhook_url
+        try:
+            task_id = await self.api.submit(payload)
+        except SubmitOutcomeUnknown as exc:
+            log.warning("job %s: submit outcome unknown: %s", job.id, exc)
+            await self.store.update(
+                job,
+                state=JobState.UNKNOWN,
+                finished_at=self.clock.now(),
+                error_code="submit_unknown",
+                error_message=UNKNOWN_MESSAGE,
+            )
+            await self.poller.deliver(job)
+            return job
+        except ApimartError as exc:
+            if isinstance(exc, PaymentRequired | AuthenticationFailed):
+                log.error("job %s: operator action needed: %s", job.id, exc)
+            return await self._fail(job, _error_code(exc), _refusal(exc))
+        await self.store.update(
+            job, state=JobState.RUNNING, task_id=task_id, submitted_at=self.clock.now()
+        )
+        log.info("job %s: submitted as task %s", job.id, task_id)
+        self.poller.track(job)
+        try:
+            await self.notifier.job_progress(job)
+        except Exception:
+            log.exception("job %s: could not show the submitted status", job.id)
+        return job
+
+    async def submit(
+        self,
+        request: VideoRequest,
+        files: Sequence[ImageFile] = (),
+        *,
+        origin: dict[str, Any] | None = None,
+        requester: str | None = None,
+        guild_id: str | None = None,
+    ) -> Job:
+        """`create` + `launch` for front ends with nothing to show in between (the CLI)."""
+        self.check_files(request, files)
+        job = await self.create(request, origin=origin, requester=requester, guild_id=guild_id)
+        return await self.launch(job, files)
+
+    async def resume(self) -> dict[str, int]:
+        """At startup: follow running jobs again and settle the ones a crash left halfway."""
+        counts = {"polling": 0, "interrupted": 0, "unknown": 0, "redelivered": 0}
+        for job in await self.store.unfinished():
+            if job.state is JobState.RUNNING:
+                self.poller.track(job)
+                counts["polling"] += 1
+            elif job.state is JobState.CREATED:
+                await self.store.update(
+                    job,
+                    state=JobState.FAILED,
+                    finished_at=self.clock.now(),
+                    error_code="interrupted",
+                    error_message=INTERRUPTED_MESSAGE,
+                    cost=0.0,
+                )
+                counts["interrupted"] += 1
+                self.poller.spawn(self.poller.deliver(job))
+            elif job.state is JobState.SUBMITTING:
+                # The submit may have reached APIMart before the crash: say so, never resend.
+                await self.store.update(
+                    job,
+                    state=JobState.UNKNOWN,
+                    finished_at=self.clock.now(),
+                    error_code="submit_unknown",
+                    error_message=UNKNOWN_MESSAGE,
+                )
+                counts["unknown"] += 1
+                self.poller.spawn(self.poller.deliver(job))
+            else:
+                counts["redelivered"] += 1
+                self.poller.spawn(self.poller.deliver(job))
+        if any(counts.values()):
+            log.info("resumed jobs: %s", counts)
+        return counts
+
+    async def _upload(self, job: Job, files: Sequence[ImageFile]) -> VideoRequest:
+        request = job.request
+        if not files:
+            return request
+        images = list(request.images)
+        for index, file in zip(request.pending_uploads, files, strict=True):
+            uploaded = await self.api.upload_image(file.data, file.filename, file.content_type)
+            images[index] = uploaded.url
+            log.info("job %s: uploaded %s (%d bytes)", job.id, file.filename, len(file.data))
+        request = request.model_copy(update={"images": tuple(images)})
+        await self.store.replace_request(job, request)
+        return request
+
+    async def _fail(self, job: Job, code: str, message: str) -> Job:
+        log.info("job %s: not started: %s", job.id, message)
+        await self.store.update(
+            job,
+            state=JobState.FAILED,
+            finished_at=self.clock.now(),
+            error_code=code,
+            error_message=message,
+            cost=0.0,
+        )
+        await self.poller.deliver(job)
+        return job
+
+
+def _error_code(exc: ApimartError) -> str:
+    return exc.error_type or type(exc).__name__
+
+
+def _refusal(exc: ApimartError) -> str:
+    """A sentence for the requester; the API's own words are kept (they may be Korean)."""
+    if isinstance(exc, PaymentRequired):
+        return "The server's APIMart balance is too low for this video. An admin has been told."
+    if isinstance(exc, AuthenticationFailed):
+        return "reelbot's APIMart key was refused. The operator needs to check APIMART_API_KEY."
+    if isinstance(exc, RateLimited):
+        return "APIMart is busy right now (rate limited). Please try again in a minute."
+    if isinstance(exc, ApiUnreachable):
+        return "APIMart could not be reached. Please try again in a few minutes."
+    reason = exc.api_message or str(exc)
+    return f"APIMart refused the request: {reason}"
+

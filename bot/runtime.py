@@ -1,0 +1,104 @@
+"""The long-lived resources of one reelbot process, opened and closed in one place.
+
+As in discord.py's `advanced_startup.py`: one `aiohttp.ClientSession`, one store, one API
+client, one poller loop; opened in order, closed in reverse. `reelbot generate` and
+`reelbot run` both start here, so the terminal and Discord drive exactly the same pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+
+from bot.apimart import ApimartClient
+from bot.clock import Clock, SystemClock
+from bot.config import Settings
+from bot.jobs import JobService
+from bot.poller import Notifier, Poller, RateLimiter, Schedule
+from bot.schedule import AdaptiveSchedule
+from bot.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    session: aiohttp.ClientSession
+    store: Store
+    api: ApimartClient
+    poller: Poller
+    jobs: JobService
+    clock: Clock
+    poller_task: asyncio.Task[None]
+
+    def set_notifier(self, notifier: Notifier) -> None:
+        """Late binding for front ends that exist only after the runtime (the Discord bot)."""
+        self.poller.notifier = notifier
+        self.jobs.notifier = notifier
+
+
+def make_schedule(settings: Settings) -> Schedule:
+    return AdaptiveSchedule(
+        initial_delay=settings.POLL_INITIAL_DELAY,
+        min_interval=settings.POLL_INTERVAL,
+        max_interval=settings.POLL_MAX_INTERVAL,
+    )
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(
+    settings: Settings,
+    notifier: Notifier,
+    *,
+    clock: Clock | None = None,
+    database_url: str | None = None,
+    resume: bool = True,
+) -> AsyncIterator[Runtime]:
+    """Open everything, resume unfinished jobs, start the poller; undo it all on exit."""
+    clock = clock or SystemClock()
+    url = database_url or settings.DATABASE_URL
+    if path := (settings.sqlite_path() if database_url is None else None):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    assert settings.APIMART_API_KEY is not None
+    limiter = RateLimiter(clock, settings.API_REQUESTS_PER_SECOND)
+    async with aiohttp.ClientSession() as session:
+        store = await Store.open(url)
+        try:
+            api = ApimartClient(
+                session,
+                settings.APIMART_BASE_URL,
+                settings.APIMART_API_KEY,
+                timeout=settings.API_TIMEOUT,
+                on_rate_limited=limiter.penalize,
+            )
+            poller = Poller(
+                api,
+                store,
+                notifier,
+                clock,
+                make_schedule(settings),
+                limiter,
+                concurrency=settings.POLL_CONCURRENCY,
+            )
+            webhook = f"{settings.WEBHOOK_PUBLIC_URL}" if settings.WEBHOOK_PUBLIC_URL else None
+            jobs = JobService(
+                store=store, api=api, poller=poller, notifier=notifier, clock=clock, webhook_url=webhook
+            )
+            poller_task = asyncio.create_task(poller.run(), name="reelbot-poller")
+            runtime = Runtime(settings, session, store, api, poller, jobs, clock, poller_task)
+            if resume:
+                await jobs.resume()
+            try:
+                yield runtime
+            finally:
+                await poller.stop()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poller_task
+        finally:
+            await store.close()

@@ -1,0 +1,233 @@
+"""Jobs on disk: SQLite by default (aiosqlite), PostgreSQL through the same code (asyncpg).
+
+The store is the truth and memory is a cache: a job is written before anything is sent to the
+API and after every state change, so a restart (or a SIGKILL) loses nothing. SQLAlchemy Core
+keeps the SQL portable; JSON columns hold the request and the front end's `origin` data so the
+core never needs to know what a Discord channel is.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+from bot.job import TERMINAL, Job, JobState
+from bot.request import VideoRequest
+
+metadata = sa.MetaData()
+
+jobs_table = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("state", sa.String(16), nullable=False, index=True),
+    sa.Column("model", sa.String(64), nullable=False),
+    sa.Column("request", sa.JSON, nullable=False),
+    sa.Column("origin", sa.JSON, nullable=False),
+    sa.Column("requester", sa.String(64), index=True),
+    sa.Column("guild_id", sa.String(64), index=True),
+    sa.Column("task_id", sa.String(128), index=True),
+    sa.Column("progress", sa.Integer, nullable=False, default=0),
+    sa.Column("estimated_time", sa.Float),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("submitted_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+    sa.Column("cost", sa.Float),
+    sa.Column("credits_cost", sa.Float),
+    sa.Column("video_urls", sa.JSON, nullable=False),
+    sa.Column("expires_at", sa.Float),
+    sa.Column("error_code", sa.String(64)),
+    sa.Column("error_message", sa.Text),
+    sa.Column("delivered", sa.Boolean, nullable=False, default=False, index=True),
+)
+
+#: Fields a caller may change through `Store.update`.
+UPDATABLE = frozenset(
+    c.name for c in jobs_table.columns if c.name not in {"id", "model", "request", "created_at"}
+)
+
+
+def _row_to_job(row: sa.Row[Any]) -> Job:
+    m = row._mapping
+    request = m["request"]
+    if isinstance(request, str):  # some drivers hand JSON back as text
+        request = json.loads(request)
+    return Job(
+        id=m["id"],
+        state=JobState(m["state"]),
+        request=VideoRequest.model_validate(request),
+        created_at=m["created_at"],
+        origin=dict(m["origin"] or {}),
+        requester=m["requester"],
+        guild_id=m["guild_id"],
+        task_id=m["task_id"],
+        progress=m["progress"] or 0,
+        estimated_time=m["estimated_time"],
+        submitted_at=m["submitted_at"],
+        finished_at=m["finished_at"],
+        cost=m["cost"],
+        credits_cost=m["credits_cost"],
+        video_urls=list(m["video_urls"] or []),
+        expires_at=m["expires_at"],
+        error_code=m["error_code"],
+        error_message=m["error_message"],
+        delivered=bool(m["delivered"]),
+    )
+
+
+class Store:
+    """Async access to the jobs table. One instance per process, opened in `__main__`."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @classmethod
+    async def open(cls, url: str) -> Store:
+        """Connect and create the schema if needed (SQLite in WAL mode for concurrent reads)."""
+        kwargs: dict[str, Any] = {}
+        if url.startswith("sqlite") and (":memory:" in url or url.rstrip("/").endswith("sqlite+aiosqlite:")):
+            kwargs["poolclass"] = StaticPool
+        engine = create_async_engine(url, **kwargs)
+        if url.startswith("sqlite"):
+
+            @event.listens_for(engine.sync_engine, "connect")
+            def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+                cursor = dbapi_conn.cursor()
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+                cursor.execute("PRAGMA busy_timeout=5000")
+                cursor.close()
+
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+        return cls(engine)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def create(
+        self,
+        request: VideoRequest,
+        *,
+        now: float,
+        origin: dict[str, Any] | None = None,
+        requester: str | None = None,
+        guild_id: str | None = None,
+    ) -> Job:
+        values = {
+            "state": JobState.CREATED.value,
+            "model": request.model,
+            "request": request.model_dump(mode="json", exclude_none=True),
+            "origin": origin or {},
+            "requester": requester,
+            "guild_id": guild_id,
+            "progress": 0,
+            "created_at": now,
+            "video_urls": [],
+            "delivered": False,
+        }
+        async with self.engine.begin() as conn:
+            result = await conn.execute(jobs_table.insert().values(**values))
+            job_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
+        assert job_id is not None
+        return Job(
+            id=int(job_id),
+            state=JobState.CREATED,
+            request=request,
+            created_at=now,
+            origin=dict(origin or {}),
+            requester=requester,
+            guild_id=guild_id,
+        )
+
+    async def update(self, job: Job, **fields: Any) -> Job:
+        """Write `fields` and apply them to the cached `job` (one transaction)."""
+        unknown = set(fields) - UPDATABLE
+        if unknown:
+            raise ValueError(f"not updatable: {sorted(unknown)}")
+        values = {k: (v.value if isinstance(v, JobState) else v) for k, v in fields.items()}
+        async with self.engine.begin() as conn:
+            await conn.execute(jobs_table.update().where(jobs_table.c.id == job.id).values(**values))
+        for name, value in fields.items():
+            setattr(job, name, JobState(value) if name == "state" else value)
+        return job
+
+    async def replace_request(self, job: Job, request: VideoRequest) -> None:
+        """Store the request with uploaded image URLs in place of the local files."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                jobs_table.update()
+                .where(jobs_table.c.id == job.id)
+                .values(request=request.model_dump(mode="json", exclude_none=True))
+            )
+        job.request = request
+
+    async def update_many(self, changes: Iterable[tuple[Job, dict[str, Any]]]) -> None:
+        """Several small updates in one transaction (progress from a batch of polls)."""
+        changes = list(changes)
+        if not changes:
+            return
+        async with self.engine.begin() as conn:
+            for job, fields in changes:
+                await conn.execute(
+                    jobs_table.update().where(jobs_table.c.id == job.id).values(**fields)
+                )
+        for job, fields in changes:
+            for name, value in fields.items():
+                setattr(job, name, value)
+
+    async def get(self, job_id: int) -> Job | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(jobs_table.select().where(jobs_table.c.id == job_id))).first()
+        return None if row is None else _row_to_job(row)
+
+    async def get_by_task(self, task_id: str) -> Job | None:
+        async with self.engine.connect() as conn:
+            query = jobs_table.select().where(jobs_table.c.task_id == task_id)
+            row = (await conn.execute(query)).first()
+        return None if row is None else _row_to_job(row)
+
+    async def unfinished(self) -> list[Job]:
+        """Jobs a restart must pick up: not terminal, or terminal but not yet delivered."""
+        terminal = [s.value for s in TERMINAL]
+        query = (
+            jobs_table.select()
+            .where(
+                sa.or_(
+                    jobs_table.c.state.not_in(terminal),
+                    jobs_table.c.delivered.is_(False),
+                )
+            )
+            .order_by(jobs_table.c.id)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_row_to_job(r) for r in rows]
+
+    async def recent(
+        self, *, requester: str | None = None, guild_id: str | None = None, limit: int = 10
+    ) -> list[Job]:
+        query = jobs_table.select().order_by(jobs_table.c.id.desc()).limit(limit)
+        if requester is not None:
+            query = query.where(jobs_table.c.requester == requester)
+        if guild_id is not None:
+            query = query.where(jobs_table.c.guild_id == guild_id)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_row_to_job(r) for r in rows]
+
+    async def spent(self, *, guild_id: str | None = None, since: float = 0.0) -> float:
+        """Money reported by the API for finished jobs (for budgets and `/video jobs`)."""
+        query = sa.select(sa.func.coalesce(sa.func.sum(jobs_table.c.cost), 0.0)).where(
+            jobs_table.c.created_at >= since
+        )
+        if guild_id is not None:
+            query = query.where(jobs_table.c.guild_id == guild_id)
+        async with self.engine.connect() as conn:
+            return float((await conn.execute(query)).scalar_one())

@@ -1,0 +1,91 @@
+"""Shared fixtures: the stand-in APIMart over real HTTP, a store, and a running pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Awaitable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+import asyncio
+
+import aiohttp
+import pytest
+
+from bot.apimart import ApimartClient, RetryPolicy
+from bot.clock import SystemClock
+from bot.jobs import JobService
+from bot.poller import FixedSchedule, Poller, RateLimiter
+from bot.store import Store
+from bot.testing.fake_apimart import FakeApimart
+from bot.testing.notifier import RecordingNotifier
+
+API_KEY = "sk-test-0123456789abcdef"
+
+
+@pytest.fixture
+def fake() -> FakeApimart:
+    """A stand-in APIMart where a 4-minute task takes a quarter of a second."""
+    return FakeApimart(api_key=API_KEY, time_scale=1000.0)
+
+
+@pytest.fixture
+async def api_url(fake: FakeApimart, aiohttp_server: Any) -> str:
+    server = await aiohttp_server(fake.app)
+    return str(server.make_url("")).rstrip("/")
+
+
+@dataclass
+class Pipeline:
+    store: Store
+    api: ApimartClient
+    poller: Poller
+    jobs: JobService
+    notifier: RecordingNotifier
+    limiter: RateLimiter
+
+
+PipelineFactory = Callable[..., Any]
+
+
+@pytest.fixture
+async def make_pipeline(api_url: str, tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    """Open a pipeline on a database file; several may be opened in turn (a "restart")."""
+    async with aiohttp.ClientSession() as session:
+
+        @asynccontextmanager
+        async def open_pipeline(
+            *, timeout: float = 2.0, db: str = "jobs.db", resume: bool = True, **poller_kw: Any
+        ) -> AsyncIterator[Pipeline]:
+            clock = SystemClock()
+            limiter = RateLimiter(clock, rate=500.0)
+            api = ApimartClient(
+                session,
+                api_url,
+                API_KEY,
+                timeout=timeout,
+                retry=RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05),
+                on_rate_limited=None,
+            )
+            store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / db}")
+            notifier = RecordingNotifier()
+            schedule = FixedSchedule(initial_delay=0.03, interval=0.03, max_interval=0.1)
+            poller = Poller(api, store, notifier, clock, schedule, limiter, **poller_kw)
+            jobs = JobService(store=store, api=api, poller=poller, notifier=notifier, clock=clock)
+            task = asyncio.create_task(poller.run())
+            try:
+                if resume:
+                    await jobs.resume()
+                yield Pipeline(store, api, poller, jobs, notifier, limiter)
+            finally:
+                await poller.stop()
+                await task
+                await store.close()
+
+        yield open_pipeline
+
+
+@pytest.fixture
+async def pipeline(make_pipeline: Callable[..., Any]) -> AsyncIterator[Pipeline]:
+    async with make_pipeline() as opened:
+        yield opened
