@@ -254,7 +254,8 @@ def describe(spec: ModelSpec) -> dict[str, str]:
         extras.append("no aspect ratio with an image")
     return {
         "model": spec.id,
-        "durations (s)": "/".join(str(d) for d in spec.durations) + f" (default {spec.default_duration})",
+        "durations (s)": "/".join(str(d) for d in spec.durations)
+        + f" (default {spec.default_duration})",
         "resolutions": "/".join(spec.resolutions) + f" (default {spec.default_resolution})",
         "aspect ratios": "/".join(spec.aspect_ratios),
         "images": f"{images} ({roles})",

@@ -34,25 +34,47 @@ def _parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser("generate", help="make one video from the terminal")
     gen.add_argument("prompt", help="what the video should show")
-    gen.add_argument("--model", "-m", default="sora-2", choices=list(CATALOG), metavar="ID",
-                     help=f"model id: {', '.join(CATALOG)} (default sora-2)")
+    gen.add_argument(
+        "--model",
+        "-m",
+        default="sora-2",
+        choices=list(CATALOG),
+        metavar="ID",
+        help=f"model id: {', '.join(CATALOG)} (default sora-2)",
+    )
     gen.add_argument("--duration", "-d", type=int, help="seconds (see `reelbot models`)")
     gen.add_argument("--resolution", "-r", help="e.g. 720p, 1080p, 4k")
     gen.add_argument("--aspect-ratio", "-a", help="16:9 or 9:16")
-    gen.add_argument("--image", "-i", action="append", default=[], metavar="PATH_OR_URL",
-                     help="reference image, repeatable, in order (Omni: 1 or 3; Veo: first "
-                          "frame, then last frame; Sora: 1). Local files are uploaded.")
+    gen.add_argument(
+        "--image",
+        "-i",
+        action="append",
+        default=[],
+        metavar="PATH_OR_URL",
+        help="reference image, repeatable, in order (Omni: 1 or 3; Veo: first "
+        "frame, then last frame; Sora: 1). Local files are uploaded.",
+    )
     gen.add_argument("--mode", choices=["frame", "reference"], help="Omni: how images are used")
     gen.add_argument("--video", metavar="URL", help="Omni: a reference video URL (motion)")
     gen.add_argument("--negative-prompt", help="Veo: what to avoid")
     gen.add_argument("--seed", type=int, help="Veo: 0..4294967295")
-    gen.add_argument("--samples", type=int, dest="sample_count", help="Veo: videos per request, 1..4")
+    gen.add_argument(
+        "--samples", type=int, dest="sample_count", help="Veo: videos per request, 1..4"
+    )
     gen.add_argument("--audio", action="store_true", default=None, help="Veo: generate audio")
     gen.add_argument("--people", choices=["allow_adult", "disallow"], help="Veo: person generation")
     gen.add_argument("--resize", choices=["pad", "crop"], help="Veo: fit of the first frame")
-    gen.add_argument("--enhance-prompt", action="store_true", default=None, help="Veo: let the API enhance the prompt")
-    gen.add_argument("--fake", action="store_true",
-                     help="use the built-in stand-in API (no key, no cost, a few seconds)")
+    gen.add_argument(
+        "--enhance-prompt",
+        action="store_true",
+        default=None,
+        help="Veo: let the API enhance the prompt",
+    )
+    gen.add_argument(
+        "--fake",
+        action="store_true",
+        help="use the built-in stand-in API (no key, no cost, a few seconds)",
+    )
     gen.add_argument("--json", action="store_true", help="print one JSON object to stdout")
 
     sub.add_parser("models", help="what each model accepts")
@@ -62,8 +84,12 @@ def _parser() -> argparse.ArgumentParser:
     fake.add_argument("--host", default="127.0.0.1")
     fake.add_argument("--port", type=int, default=8765)
     fake.add_argument("--api-key", default="test-key")
-    fake.add_argument("--time-scale", type=float, default=1.0,
-                      help="simulated seconds per real second (60 = a 4-minute job in 4 s)")
+    fake.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="simulated seconds per real second (60 = a 4-minute job in 4 s)",
+    )
 
     sub.add_parser("run", help="start the Discord bot")
     sync = sub.add_parser("sync", help="register the slash commands with Discord")
@@ -94,7 +120,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "fake-api":
         from bot.testing.fake_apimart import run_fake_api
 
-        run_fake_api(host=args.host, port=args.port, api_key=args.api_key, time_scale=args.time_scale)
+        run_fake_api(
+            host=args.host, port=args.port, api_key=args.api_key, time_scale=args.time_scale
+        )
         return EXIT_OK
     from bot import launcher
 
@@ -138,15 +166,21 @@ def _check() -> int:
 
         assert settings.APIMART_API_KEY is not None
         async with aiohttp.ClientSession() as session:
-            client = ApimartClient(session, settings.APIMART_BASE_URL, settings.APIMART_API_KEY,
-                                   timeout=settings.API_TIMEOUT)
+            client = ApimartClient(
+                session,
+                settings.APIMART_BASE_URL,
+                settings.APIMART_API_KEY,
+                timeout=settings.API_TIMEOUT,
+            )
             try:
                 balance = await client.balance()
             except ApimartError as exc:
                 print(f"settings OK, but APIMart said: {exc}", file=sys.stderr)
                 return EXIT_API
         remaining = "unlimited" if balance.unlimited else balance.remaining
-        print(f"settings OK; APIMart at {settings.APIMART_BASE_URL}: balance {remaining}, used {balance.used}")
+        print(
+            f"settings OK; APIMart at {settings.APIMART_BASE_URL}: balance {remaining}, used {balance.used}"
+        )
         if settings.DISCORD_TOKEN is None:
             print("note: DISCORD_TOKEN is not set; `reelbot run` needs it", file=sys.stderr)
         return EXIT_OK
@@ -163,7 +197,9 @@ def _read_image(ref: str) -> Any:
         return ref
     path = Path(ref).expanduser()
     if not path.is_file():
-        raise RequestInvalid([Problem("image", f"{ref}: no such file (give a path or an http(s) URL)")])
+        raise RequestInvalid(
+            [Problem("image", f"{ref}: no such file (give a path or an http(s) URL)")]
+        )
     data = path.read_bytes()
     content_type = _sniff(data) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     return ImageFile(data=data, filename=path.name, content_type=content_type)
@@ -252,7 +288,19 @@ def _generate_settings(args: argparse.Namespace) -> Settings:
 
 def _report_invalid(exc: RequestInvalid, *, as_json: bool) -> None:
     if as_json:
-        print(json.dumps({"task_id": None, "status": "invalid", "video_urls": [], "expires_at": None,
-                          "cost": None, "credits_cost": None, "elapsed_s": None, "error": str(exc)}))
+        print(
+            json.dumps(
+                {
+                    "task_id": None,
+                    "status": "invalid",
+                    "video_urls": [],
+                    "expires_at": None,
+                    "cost": None,
+                    "credits_cost": None,
+                    "elapsed_s": None,
+                    "error": str(exc),
+                }
+            )
+        )
     for problem in exc.problems:
         print(f"error: {problem}", file=sys.stderr)

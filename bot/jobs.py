@@ -50,7 +50,9 @@ class ImageFile:
 class VideoApi(Protocol):
     async def submit(self, payload: dict[str, Any]) -> str: ...
 
-    async def upload_image(self, data: bytes, filename: str, content_type: str) -> UploadedImage: ...
+    async def upload_image(
+        self, data: bytes, filename: str, content_type: str
+    ) -> UploadedImage: ...
 
 
 def with_pending_uploads(
@@ -245,4 +247,3 @@ def _refusal(exc: ApimartError) -> str:
         return "APIMart could not be reached. Please try again in a few minutes."
     reason = exc.api_message or str(exc)
     return f"APIMart refused the request: {reason}"
-

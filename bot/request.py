@@ -201,7 +201,9 @@ def check_image_file(spec: ModelSpec, content_type: str | None, size: int, field
     if kind not in spec.image_formats:
         allowed = _one_of(f.removeprefix("image/") for f in spec.image_formats)
         shown = kind or "an unknown type"
-        raise RequestInvalid([Problem(field, f"{shown} is not an image {spec.id} takes; use {allowed}")])
+        raise RequestInvalid(
+            [Problem(field, f"{shown} is not an image {spec.id} takes; use {allowed}")]
+        )
     if size > spec.image_max_bytes:
         limit = spec.image_max_bytes // (1024 * 1024)
         raise RequestInvalid(
@@ -209,7 +211,7 @@ def check_image_file(spec: ModelSpec, content_type: str | None, size: int, field
         )
 
 
-def _check(data: dict[str, Any]) -> list[Problem]:  # noqa: C901 - one rule per branch, by design
+def _check(data: dict[str, Any]) -> list[Problem]:
     """Every documented rule, in the order a user would fix them."""
     problems: list[Problem] = []
     model_id = data.get("model")
@@ -260,7 +262,9 @@ def _check(data: dict[str, Any]) -> list[Problem]:  # noqa: C901 - one rule per 
         canonical = spec.canonical_aspect_ratio(str(aspect))
         if canonical is None:
             allowed = list(spec.aspect_ratios) + list(spec.aspect_aliases)
-            problems.append(Problem("aspect_ratio", f"{aspect} is not allowed; use {_one_of(allowed)}"))
+            problems.append(
+                Problem("aspect_ratio", f"{aspect} is not allowed; use {_one_of(allowed)}")
+            )
         else:
             data["aspect_ratio"] = canonical
 
@@ -275,7 +279,9 @@ def _check(data: dict[str, Any]) -> list[Problem]:  # noqa: C901 - one rule per 
         problems.append(Problem("images", message))
     for index, ref in enumerate(images):
         if not (_is_url(ref) or ref.startswith(PENDING_PREFIX)):
-            problems.append(Problem("images", f"image {index + 1} must be an http(s) URL or a file"))
+            problems.append(
+                Problem("images", f"image {index + 1} must be an http(s) URL or a file")
+            )
 
     mode = data.get("mode")
     if mode is not None:
@@ -327,8 +333,10 @@ def _check(data: dict[str, Any]) -> list[Problem]:  # noqa: C901 - one rule per 
         param = spec.int_param(name)
         if param is None:
             problems.append(Problem(name, f"{spec.id} takes no {name}"))
-        elif isinstance(value, bool) or not isinstance(value, int) or not (
-            param.minimum <= value <= param.maximum
+        elif (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or not (param.minimum <= value <= param.maximum)
         ):
             problems.append(
                 Problem(name, f"{value} is out of range; use {param.minimum}..{param.maximum}")

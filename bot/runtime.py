@@ -88,7 +88,12 @@ async def open_runtime(
             )
             webhook = f"{settings.WEBHOOK_PUBLIC_URL}" if settings.WEBHOOK_PUBLIC_URL else None
             jobs = JobService(
-                store=store, api=api, poller=poller, notifier=notifier, clock=clock, webhook_url=webhook
+                store=store,
+                api=api,
+                poller=poller,
+                notifier=notifier,
+                clock=clock,
+                webhook_url=webhook,
             )
             poller_task = asyncio.create_task(poller.run(), name="reelbot-poller")
             runtime = Runtime(settings, session, store, api, poller, jobs, clock, poller_task)

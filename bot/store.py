@@ -91,7 +91,9 @@ class Store:
     async def open(cls, url: str) -> Store:
         """Connect and create the schema if needed (SQLite in WAL mode for concurrent reads)."""
         kwargs: dict[str, Any] = {}
-        if url.startswith("sqlite") and (":memory:" in url or url.rstrip("/").endswith("sqlite+aiosqlite:")):
+        if url.startswith("sqlite") and (
+            ":memory:" in url or url.rstrip("/").endswith("sqlite+aiosqlite:")
+        ):
             kwargs["poolclass"] = StaticPool
         engine = create_async_engine(url, **kwargs)
         if url.startswith("sqlite"):
@@ -120,7 +122,7 @@ class Store:
         requester: str | None = None,
         guild_id: str | None = None,
     ) -> Job:
-        values = {
+        values: dict[str, Any] = {
             "state": JobState.CREATED.value,
             "model": request.model,
             "request": request.model_dump(mode="json", exclude_none=True),
@@ -153,7 +155,9 @@ class Store:
             raise ValueError(f"not updatable: {sorted(unknown)}")
         values = {k: (v.value if isinstance(v, JobState) else v) for k, v in fields.items()}
         async with self.engine.begin() as conn:
-            await conn.execute(jobs_table.update().where(jobs_table.c.id == job.id).values(**values))
+            await conn.execute(
+                jobs_table.update().where(jobs_table.c.id == job.id).values(**values)
+            )
         for name, value in fields.items():
             setattr(job, name, JobState(value) if name == "state" else value)
         return job

@@ -66,7 +66,9 @@ async def test_payment_required_fails_clearly_and_costs_nothing(
     assert len(pipeline.poller) == 0
 
 
-async def test_invalid_request_from_api_shows_its_reason(pipeline: Pipeline, fake: FakeApimart) -> None:
+async def test_invalid_request_from_api_shows_its_reason(
+    pipeline: Pipeline, fake: FakeApimart
+) -> None:
     fake.inject("submit", 400, error_type="invalid_duration", body=None)
     job = await pipeline.jobs.submit(build_request(model="sora-2", prompt="x"))
     finished = await pipeline.notifier.wait_finished(job.id)

@@ -34,8 +34,16 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
     ({"model": OMNI, "prompt": "x", "images": [IMG] * 3, "mode": "frame"}, "mode", "needs 1 image"),
     ({"model": OMNI, "prompt": "x", "mode": "frame"}, "mode", "needs 1 image"),
     ({"model": OMNI, "prompt": "x", "mode": "reference"}, "mode", "1 or 3"),
-    ({"model": OMNI, "prompt": "x", "images": [IMG], "mode": "blend"}, "mode", "frame or reference"),
-    ({"model": OMNI, "prompt": "x", "video_url": VID, "duration": 6}, "duration", "reference video"),
+    (
+        {"model": OMNI, "prompt": "x", "images": [IMG], "mode": "blend"},
+        "mode",
+        "frame or reference",
+    ),
+    (
+        {"model": OMNI, "prompt": "x", "video_url": VID, "duration": 6},
+        "duration",
+        "reference video",
+    ),
     ({"model": OMNI, "prompt": "x", "video_url": "ftp://x/y.mp4"}, "video", "http(s)"),
     ({"model": OMNI, "prompt": "x", "seed": 3}, "seed", OMNI),
     ({"model": VEO, "prompt": "x", "duration": 10}, "duration", "4, 6 or 8"),
@@ -47,13 +55,25 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
     ({"model": VEO, "prompt": "x", "sample_count": 5}, "sample_count", "1..4"),
     ({"model": VEO, "prompt": "x", "enhance_prompt": False}, "enhance_prompt", "only be true"),
     ({"model": VEO, "prompt": "x", "resize_mode": "crop"}, "resize_mode", "first-frame"),
-    ({"model": VEO, "prompt": "x", "images": [IMG], "resize_mode": "zoom"}, "resize_mode", "pad or crop"),
-    ({"model": VEO, "prompt": "x", "person_generation": "all"}, "person_generation", "allow_adult or disallow"),
+    (
+        {"model": VEO, "prompt": "x", "images": [IMG], "resize_mode": "zoom"},
+        "resize_mode",
+        "pad or crop",
+    ),
+    (
+        {"model": VEO, "prompt": "x", "person_generation": "all"},
+        "person_generation",
+        "allow_adult or disallow",
+    ),
     ({"model": VEO, "prompt": "x", "video_url": VID}, "video", "no reference video"),
     ({"model": VEO, "prompt": "x", "mode": "frame"}, "mode", "no generation mode"),
     ({"model": "sora-2", "prompt": "x", "duration": 6}, "duration", "4, 8, 12, 16 or 20"),
     ({"model": "sora-2", "prompt": "x", "resolution": "1080p"}, "resolution", "720p"),
-    ({"model": "sora-2-pro", "prompt": "x", "resolution": "4k"}, "resolution", "720p, 1024p or 1080p"),
+    (
+        {"model": "sora-2-pro", "prompt": "x", "resolution": "4k"},
+        "resolution",
+        "720p, 1024p or 1080p",
+    ),
     ({"model": "sora-2", "prompt": "x", "images": [IMG, IMG]}, "images", "0 or 1"),
     ({"model": "sora-2", "prompt": "x", "negative_prompt": "blur"}, "negative_prompt", "sora-2"),
     ({"model": "sora-2", "prompt": "x", "generate_audio": True}, "audio", "sora-2"),
@@ -93,7 +113,9 @@ def _seed_examples() -> list[dict[str, Any]]:
 
 
 def _fields_from_body(body: dict[str, Any]) -> dict[str, Any]:
-    fields = {k: v for k, v in body.items() if k not in {"image_urls", "generation_type", "video_urls"}}
+    fields = {
+        k: v for k, v in body.items() if k not in {"image_urls", "generation_type", "video_urls"}
+    }
     if "image_urls" in body:
         fields["images"] = body["image_urls"]
     return fields
@@ -120,33 +142,90 @@ def test_every_seed_example_is_accepted_and_serialised_the_same() -> None:
     ("fields", "payload"),
     [
         (
-            {"model": "omni-flash-ext", "prompt": "p", "resolution": "4K", "images": [IMG], "mode": "frame"},
-            {"model": OMNI, "prompt": "p", "resolution": "4k", "image_urls": [IMG], "generation_type": "frame"},
+            {
+                "model": "omni-flash-ext",
+                "prompt": "p",
+                "resolution": "4K",
+                "images": [IMG],
+                "mode": "frame",
+            },
+            {
+                "model": OMNI,
+                "prompt": "p",
+                "resolution": "4k",
+                "image_urls": [IMG],
+                "generation_type": "frame",
+            },
         ),
         (
-            {"model": OMNI, "prompt": "p", "images": [IMG] * 3, "mode": "reference", "video_url": VID},
-            {"model": OMNI, "prompt": "p", "image_urls": [IMG] * 3, "generation_type": "reference",
-             "video_urls": [VID]},
+            {
+                "model": OMNI,
+                "prompt": "p",
+                "images": [IMG] * 3,
+                "mode": "reference",
+                "video_url": VID,
+            },
+            {
+                "model": OMNI,
+                "prompt": "p",
+                "image_urls": [IMG] * 3,
+                "generation_type": "reference",
+                "video_urls": [VID],
+            },
         ),
         (
-            {"model": VEO, "prompt": "p", "duration": "6", "resolution": "4k", "images": [IMG, VID],
-             "seed": 0, "sample_count": 1, "generate_audio": True, "person_generation": "disallow",
-             "resize_mode": "crop", "enhance_prompt": True, "negative_prompt": "blur"},
-            {"model": VEO, "prompt": "p", "duration": 6, "resolution": "4K", "first_frame_image": IMG,
-             "last_frame_image": VID, "negative_prompt": "blur", "seed": 0, "sample_count": 1,
-             "generate_audio": True, "person_generation": "disallow", "resize_mode": "crop",
-             "enhance_prompt": True},
+            {
+                "model": VEO,
+                "prompt": "p",
+                "duration": "6",
+                "resolution": "4k",
+                "images": [IMG, VID],
+                "seed": 0,
+                "sample_count": 1,
+                "generate_audio": True,
+                "person_generation": "disallow",
+                "resize_mode": "crop",
+                "enhance_prompt": True,
+                "negative_prompt": "blur",
+            },
+            {
+                "model": VEO,
+                "prompt": "p",
+                "duration": 6,
+                "resolution": "4K",
+                "first_frame_image": IMG,
+                "last_frame_image": VID,
+                "negative_prompt": "blur",
+                "seed": 0,
+                "sample_count": 1,
+                "generate_audio": True,
+                "person_generation": "disallow",
+                "resize_mode": "crop",
+                "enhance_prompt": True,
+            },
         ),
         (
-            {"model": "sora-2-pro", "prompt": "p", "duration": 20, "resolution": "1024p",
-             "aspect_ratio": "portrait"},
-            {"model": "sora-2-pro", "prompt": "p", "duration": 20, "resolution": "1024p",
-             "aspect_ratio": "9:16"},
+            {
+                "model": "sora-2-pro",
+                "prompt": "p",
+                "duration": 20,
+                "resolution": "1024p",
+                "aspect_ratio": "portrait",
+            },
+            {
+                "model": "sora-2-pro",
+                "prompt": "p",
+                "duration": 20,
+                "resolution": "1024p",
+                "aspect_ratio": "9:16",
+            },
         ),
         ({"model": "sora-2", "prompt": "p"}, {"model": "sora-2", "prompt": "p"}),
     ],
 )
-def test_payload_is_exactly_the_documented_json(fields: dict[str, Any], payload: dict[str, Any]) -> None:
+def test_payload_is_exactly_the_documented_json(
+    fields: dict[str, Any], payload: dict[str, Any]
+) -> None:
     body = build_request(**fields).to_payload()
     assert body == payload
     if "duration" in body:
@@ -172,7 +251,9 @@ def test_defaults_are_shown_but_not_sent() -> None:
         (OMNI, None, 10, "unknown type"),
     ],
 )
-def test_image_files_checked_before_upload(model: str, content_type: str | None, size: int, fragment: str) -> None:
+def test_image_files_checked_before_upload(
+    model: str, content_type: str | None, size: int, fragment: str
+) -> None:
     with pytest.raises(RequestInvalid, match="image") as caught:
         check_image_file(CATALOG[model], content_type, size, "image")
     assert fragment in str(caught.value)
@@ -185,8 +266,11 @@ def test_image_files_accepted() -> None:
 
 def test_catalog_is_complete_and_consistent() -> None:
     assert set(CATALOG) == {OMNI, VEO, "veo3.1-quality-official", "sora-2", "sora-2-pro"}
-    assert FAMILIES == {"omni": (OMNI,), "veo": (VEO, "veo3.1-quality-official"),
-                        "sora": ("sora-2", "sora-2-pro")}
+    assert FAMILIES == {
+        "omni": (OMNI,),
+        "veo": (VEO, "veo3.1-quality-official"),
+        "sora": ("sora-2", "sora-2-pro"),
+    }
     for spec in CATALOG.values():
         assert spec.default_duration in spec.durations
         assert spec.default_resolution in spec.resolutions
@@ -196,4 +280,6 @@ def test_catalog_is_complete_and_consistent() -> None:
 
 def test_readme_model_table_matches_the_catalog() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    assert markdown_table() in readme, "regenerate with: python -c 'from bot.catalog import markdown_table; print(markdown_table())'"
+    assert markdown_table() in readme, (
+        "regenerate with: python -c 'from bot.catalog import markdown_table; print(markdown_table())'"
+    )
