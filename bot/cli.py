@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import json
 import logging
-import mimetypes
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -201,7 +200,8 @@ def _read_image(ref: str) -> Any:
             [Problem("image", f"{ref}: no such file (give a path or an http(s) URL)")]
         )
     data = path.read_bytes()
-    content_type = _sniff(data) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    # Trust the bytes, not the name: a PDF renamed .png must be refused here, not by the API.
+    content_type = _sniff(data) or "application/octet-stream"
     return ImageFile(data=data, filename=path.name, content_type=content_type)
 
 

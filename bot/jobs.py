@@ -26,7 +26,7 @@ from bot.apimart import (
 from bot.clock import Clock
 from bot.job import Job, JobState
 from bot.poller import Notifier, Poller
-from bot.request import PENDING_PREFIX, VideoRequest, check_image_file
+from bot.request import PENDING_PREFIX, RequestInvalid, VideoRequest, check_image_file
 from bot.store import Store
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,10 @@ class JobService:
 
     async def launch(self, job: Job, files: Sequence[ImageFile] = ()) -> Job:
         """Upload the job's files, submit it once, and hand it to the poller or the notifier."""
-        self.check_files(job.request, files)
+        try:
+            self.check_files(job.request, files)
+        except RequestInvalid as exc:
+            return await self._fail(job, "invalid_file", str(exc))
         try:
             request = await self._upload(job, files)
         except ApimartError as exc:

@@ -91,9 +91,8 @@ class Store:
     async def open(cls, url: str) -> Store:
         """Connect and create the schema if needed (SQLite in WAL mode for concurrent reads)."""
         kwargs: dict[str, Any] = {}
-        if url.startswith("sqlite") and (
-            ":memory:" in url or url.rstrip("/").endswith("sqlite+aiosqlite:")
-        ):
+        if url.startswith("sqlite") and (":memory:" in url or url.endswith("://")):
+            # An in-memory database lives in one connection: share it.
             kwargs["poolclass"] = StaticPool
         engine = create_async_engine(url, **kwargs)
         if url.startswith("sqlite"):

@@ -14,12 +14,20 @@ from tests.conftest import Pipeline
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 
 
+async def _until_delivered(pipeline: Pipeline, job_id: int) -> None:
+    """The store records delivery just after the notifier returns."""
+    async with asyncio.timeout(5):
+        while not ((job := await pipeline.store.get(job_id)) and job.delivered):
+            await asyncio.sleep(0.01)
+
+
 async def test_happy_path_posts_one_result_with_cost(pipeline: Pipeline, fake: FakeApimart) -> None:
     request = build_request(model="sora-2", prompt="a red fox in snow", duration=4)
     job = await pipeline.jobs.submit(request, origin={"kind": "test"}, requester="42")
     assert job.state is JobState.RUNNING and job.task_id
 
     done = await pipeline.notifier.wait_finished(job.id)
+    await _until_delivered(pipeline, job.id)
     assert done.state is JobState.COMPLETED
     assert done.video_urls and done.video_urls[0].startswith("http")
     assert done.cost and done.cost > 0

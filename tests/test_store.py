@@ -1,0 +1,82 @@
+"""The store keeps every job across restarts and answers the queries the bot needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.job import JobState
+from bot.request import build_request
+from bot.store import Store
+
+
+@pytest.fixture
+async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
+    opened = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}")
+    yield opened
+    await opened.close()
+
+
+async def test_a_job_survives_reopening_the_database(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}"
+    first = await Store.open(url)
+    request = build_request(
+        model="veo3.1-fast-official", prompt="p", seed=7, images=["https://a/b.png"]
+    )
+    job = await first.create(
+        request, now=100.0, origin={"channel_id": 1}, requester="9", guild_id="3"
+    )
+    await first.update(job, state=JobState.RUNNING, task_id="task_1", submitted_at=101.0)
+    await first.close()
+
+    second = await Store.open(url)
+    again = await second.get(job.id)
+    await second.close()
+    assert again is not None
+    assert again.request == request
+    assert (again.state, again.task_id, again.origin, again.requester) == (
+        JobState.RUNNING,
+        "task_1",
+        {"channel_id": 1},
+        "9",
+    )
+
+
+async def test_unfinished_means_open_or_undelivered(store: Store) -> None:
+    request = build_request(model="sora-2", prompt="p")
+    running = await store.create(request, now=1.0)
+    await store.update(running, state=JobState.RUNNING, task_id="t1")
+    done_not_told = await store.create(request, now=2.0)
+    await store.update(done_not_told, state=JobState.COMPLETED)
+    done_and_told = await store.create(request, now=3.0)
+    await store.update(done_and_told, state=JobState.FAILED, delivered=True)
+    assert [j.id for j in await store.unfinished()] == [running.id, done_not_told.id]
+    assert (await store.get_by_task("t1")) is not None
+
+
+async def test_recent_and_spent(store: Store) -> None:
+    request = build_request(model="sora-2", prompt="p")
+    for i, (who, cost) in enumerate([("a", 0.4), ("b", 1.0), ("a", 0.0)]):
+        job = await store.create(request, now=10.0 + i, requester=who, guild_id="g")
+        await store.update(job, state=JobState.COMPLETED, cost=cost)
+    mine = await store.recent(requester="a")
+    assert [j.cost for j in mine] == [0.0, 0.4]  # newest first
+    assert await store.spent(guild_id="g") == pytest.approx(1.4)
+    assert await store.spent(guild_id="g", since=11.0) == pytest.approx(1.0)
+
+
+async def test_only_known_fields_are_updatable(store: Store) -> None:
+    job = await store.create(build_request(model="sora-2", prompt="p"), now=1.0)
+    with pytest.raises(ValueError, match="not updatable"):
+        await store.update(job, model="other")
+
+
+async def test_plain_sqlite_url_gets_the_async_driver(tmp_path: Path) -> None:
+    from bot.config import Settings
+
+    settings = Settings(_env_file=None, DATABASE_URL=f"sqlite:///{tmp_path / 'x.db'}")  # type: ignore[call-arg]
+    assert settings.DATABASE_URL.startswith("sqlite+aiosqlite:///")
+    store = await Store.open(settings.DATABASE_URL)
+    await store.close()
+    assert (tmp_path / "x.db").exists()
