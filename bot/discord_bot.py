@@ -1,0 +1,118 @@
+"""The `commands.Bot` subclass: wires the runtime to Discord and owns the error ladder.
+
+As in discord.py's `advanced_startup.py`: the long-lived resources (the runtime: HTTP session,
+store, API client, poller) are opened by the launcher and passed in; `setup_hook` loads the
+cog, registers the persistent buttons, binds the Discord notifier and resumes open jobs, so
+a result that finished while the bot was down is still posted (once). No privileged intents:
+slash commands and buttons need none.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.apimart import ApimartError, PaymentRequired
+from bot.discord_notifier import DiscordNotifier
+from bot.request import RequestInvalid
+from bot.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ("cogs.video",)
+
+
+class ReelTree(app_commands.CommandTree[Any]):
+    """One `on_error` for every command (as Red's `RedTree`): three kinds of failure."""
+
+    async def on_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        original = getattr(error, "original", error)
+        name = interaction.command.qualified_name if interaction.command else "?"
+        if isinstance(original, RequestInvalid):
+            from bot import render
+
+            message = render.problems(original)
+        elif isinstance(error, app_commands.CheckFailure | app_commands.TransformerError):
+            message = str(error) or "That command can't be used like this here."
+        elif isinstance(original, ApimartError):
+            if isinstance(original, PaymentRequired):
+                log.error("/%s: APIMart balance is empty: %s", name, original)
+                message = "The server's APIMart balance is too low for this video. An admin has been told."
+            else:
+                message = f"APIMart refused: {original.api_message or original}"
+        else:
+            error_id = secrets.token_hex(4)
+            log.error("error %s in /%s", error_id, name, exc_info=original)
+            message = f"Something went wrong on reelbot's side. Error id: `{error_id}` (the operator can look it up)."
+        await reply_privately(interaction, message)
+
+
+async def reply_privately(interaction: discord.Interaction, message: str) -> None:
+    """Answer ephemerally whether or not the interaction was already acknowledged."""
+    try:
+        if interaction.response.is_done():
+            await interaction.followup.send(message, ephemeral=True)
+        else:
+            await interaction.response.send_message(message, ephemeral=True)
+    except discord.HTTPException as exc:
+        log.warning("could not tell the user about an error: %s", exc)
+
+
+class ReelBot(commands.Bot):
+    """reelbot on Discord. `runtime=None` builds the command tree only (`reelbot commands`)."""
+
+    def __init__(
+        self,
+        *,
+        runtime: Runtime | None,
+        notifier_options: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> None:
+        options.setdefault("intents", discord.Intents.default())
+        options.setdefault("command_prefix", commands.when_mentioned)
+        options.setdefault("tree_cls", ReelTree)
+        options.setdefault("help_command", None)
+        super().__init__(**options)
+        self.runtime = runtime
+        self.notifier: DiscordNotifier | None = None
+        if runtime is not None:
+            self.notifier = DiscordNotifier(
+                self, session=runtime.session, clock=runtime.clock, **(notifier_options or {})
+            )
+
+    def require_runtime(self) -> Runtime:
+        if self.runtime is None:
+            raise RuntimeError("this ReelBot was built without a runtime (command listing only)")
+        return self.runtime
+
+    def notifier_for_jobs(self) -> DiscordNotifier:
+        if self.notifier is None:
+            raise RuntimeError("this ReelBot was built without a runtime (command listing only)")
+        return self.notifier
+
+    async def setup_hook(self) -> None:
+        for name in EXTENSIONS:
+            await self.load_extension(name)
+        video = self.extensions["cogs.video"]
+        self.add_dynamic_items(*video.DYNAMIC_ITEMS)
+        if self.runtime is None or self.notifier is None:
+            return
+        self.notifier.view_factory = video.result_view
+        self.runtime.set_notifier(self.notifier)
+        counts = await self.runtime.jobs.resume()
+        log.info("setup done; jobs resumed: %s", counts)
+
+    async def on_ready(self) -> None:
+        log.info(
+            "connected as %s (%s) to %d servers",
+            self.user,
+            getattr(self.user, "id", "?"),
+            len(self.guilds),
+        )

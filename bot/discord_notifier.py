@@ -1,0 +1,264 @@
+"""Job events as Discord messages: the `Notifier` the poller talks to when the bot runs.
+
+Why it looks the way it does:
+
+* Everything goes to the channel with the bot's own token (`PartialMessage.edit`,
+  `PartialMessageable.send`). The interaction token dies after 15 minutes and videos can
+  take longer; it is only a last resort when the bot may not post in the channel.
+* Progress edits are cosmetic and throttled twice: per message (`edit_interval`) and for the
+  whole process (`edits_per_second`), so a busy channel never meets Discord's edit limits.
+  A skipped edit is not queued: the next progress event, or the final edit, shows the latest.
+* Delivery errors are sorted: the channel is gone → logged and considered delivered; no
+  permission or file too large → the same message again without the file (the link is in
+  it), then a followup through a still-valid interaction token; 5xx / connection trouble →
+  raised, so the poller retries later.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import discord
+
+from bot import render
+from bot.clock import Clock
+from bot.job import Job, JobState
+
+log = logging.getLogger(__name__)
+
+#: Discord's default per-file upload limit for bots when the origin did not record one.
+DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+#: Discord's code for "Request entity too large" (the 413 of file uploads).
+ENTITY_TOO_LARGE = 40005
+
+ViewFactory = Callable[[Job], discord.ui.View | None]
+
+
+class EditThrottle:
+    """At most one edit per message per `interval`, and `rate` edits per second overall."""
+
+    def __init__(
+        self, clock: Clock, *, interval: float, rate: float, burst: float | None = None
+    ) -> None:
+        self.clock = clock
+        self.interval = interval
+        self.rate = rate
+        self.burst = burst if burst is not None else max(1.0, rate)
+        self._tokens = self.burst
+        self._refilled = clock.now()
+        self._last: dict[int, float] = {}
+
+    def allow(self, key: int) -> bool:
+        """True (and counted) if an edit of `key` may go out now."""
+        now = self.clock.now()
+        self._tokens = min(self.burst, self._tokens + (now - self._refilled) * self.rate)
+        self._refilled = now
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            return False
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        self._last[key] = now
+        return True
+
+    def forget(self, key: int) -> None:
+        self._last.pop(key, None)
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """Where a job's messages go, read back from the job's `origin`."""
+
+    channel_id: int
+    message_id: int | None
+    guild_id: int | None
+    upload_limit: int
+
+    @classmethod
+    def of(cls, job: Job) -> Destination | None:
+        origin = job.origin
+        if not origin.get("channel_id"):
+            return None
+        message_id = origin.get("message_id")
+        guild_id = origin.get("guild_id")
+        return cls(
+            channel_id=int(origin["channel_id"]),
+            message_id=int(message_id) if message_id else None,
+            guild_id=int(guild_id) if guild_id else None,
+            upload_limit=int(origin.get("upload_limit") or DEFAULT_UPLOAD_LIMIT),
+        )
+
+
+class DiscordNotifier:
+    """Implements `bot.poller.Notifier` with real discord.py calls."""
+
+    def __init__(
+        self,
+        client: discord.Client,
+        *,
+        session: aiohttp.ClientSession,
+        clock: Clock,
+        edit_interval: float = 10.0,
+        edits_per_second: float = 4.0,
+        download_timeout: float = 120.0,
+        view_factory: ViewFactory | None = None,
+    ) -> None:
+        self.client = client
+        self.session = session
+        self.clock = clock
+        self.throttle = EditThrottle(clock, interval=edit_interval, rate=edits_per_second)
+        self.download_timeout = download_timeout
+        self.view_factory = view_factory
+        #: Live interactions by job id: the fallback when the channel refuses the bot. In
+        #: memory only — a token is a credential and is useless after 15 minutes anyway.
+        self._interactions: dict[int, discord.Interaction] = {}
+
+    def remember(self, job_id: int, interaction: discord.Interaction) -> None:
+        self._interactions[job_id] = interaction
+
+    # -- Notifier ---------------------------------------------------------------------------
+
+    async def job_progress(self, job: Job) -> None:
+        where = Destination.of(job)
+        if where is None or where.message_id is None or job.state.terminal:
+            return
+        if not self.throttle.allow(job.id):
+            return
+        await self._edit_status(job, where)
+
+    async def job_finished(self, job: Job) -> None:
+        await self.client.wait_until_ready()
+        where = Destination.of(job)
+        if where is None:
+            log.info("job %s: finished with no Discord channel to post to", job.id)
+            return
+        try:
+            await self._post_result(job, where)
+        finally:
+            self.throttle.forget(job.id)
+        if where.message_id is not None:
+            await self._edit_status(job, where)
+        self._interactions.pop(job.id, None)
+
+    # -- the parts --------------------------------------------------------------------------
+
+    def _channel(self, where: Destination) -> discord.PartialMessageable:
+        return self.client.get_partial_messageable(where.channel_id, guild_id=where.guild_id)
+
+    async def _edit_status(self, job: Job, where: Destination) -> None:
+        """Edit the status message with the bot token; failures are logged, never raised."""
+        assert where.message_id is not None
+        message = self._channel(where).get_partial_message(where.message_id)
+        rendered = render.status(job, self.clock.now())
+        try:
+            await message.edit(**rendered.kwargs())
+        except discord.HTTPException as exc:
+            log.warning("job %s: could not edit its status message: %s", job.id, exc)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("job %s: could not edit its status message: %r", job.id, exc)
+
+    async def _post_result(self, job: Job, where: Destination) -> None:
+        video = None
+        if job.state is JobState.COMPLETED and job.video_urls:
+            video = await self.download(job.video_urls[0], where.upload_limit, job_id=job.id)
+        attempts = [video, None] if video is not None else [None]
+        channel = self._channel(where)
+        for data in attempts:
+            try:
+                await channel.send(**self._message(job, data))
+                log.info(
+                    "job %s: result posted in channel %s (%s)",
+                    job.id,
+                    where.channel_id,
+                    "video attached" if data is not None else "link",
+                )
+                return
+            except discord.NotFound as exc:
+                log.warning(
+                    "job %s: channel %s is gone (%s); result dropped", job.id, where.channel_id, exc
+                )
+                return
+            except discord.Forbidden as exc:
+                if data is not None:
+                    log.warning(
+                        "job %s: may not attach files here (%s); posting the link", job.id, exc
+                    )
+                    continue
+                await self._fallback(job, exc)
+                return
+            except discord.HTTPException as exc:
+                if data is not None and (exc.status == 413 or exc.code == ENTITY_TOO_LARGE):
+                    log.info("job %s: video too large for this server; posting the link", job.id)
+                    continue
+                if exc.status >= 500 or exc.status == 429:
+                    raise
+                log.error("job %s: Discord refused the result message: %s", job.id, exc)
+                return
+
+    def _message(self, job: Job, video: bytes | None) -> dict[str, Any]:
+        """Keyword arguments for `send`: pings the requester and nobody else, ever."""
+        rendered = render.result(job, self.clock.now(), attached=video is not None)
+        kwargs: dict[str, Any] = {
+            **rendered.kwargs(),
+            "allowed_mentions": allowed_mentions(job),
+        }
+        if video is not None:
+            kwargs["file"] = discord.File(io.BytesIO(video), filename=f"reelbot-{job.id}.mp4")
+        view = self.view_factory(job) if self.view_factory else None
+        if view is not None:
+            kwargs["view"] = view
+        return kwargs
+
+    async def _fallback(self, job: Job, exc: discord.HTTPException) -> None:
+        """The channel refuses the bot: answer through the interaction while its token lives."""
+        interaction = self._interactions.get(job.id)
+        if interaction is None or interaction.is_expired():
+            log.error(
+                "job %s: may not post in channel %s (%s) and the interaction has expired; "
+                "the requester can see it with /video jobs",
+                job.id,
+                job.origin.get("channel_id"),
+                exc,
+            )
+            return
+        kwargs = self._message(job, None)
+        kwargs.pop("view", None)
+        try:
+            await interaction.followup.send(**kwargs)
+            log.info("job %s: result sent as an interaction followup", job.id)
+        except discord.HTTPException as followup_exc:
+            log.error("job %s: the followup failed too: %s", job.id, followup_exc)
+
+    async def download(self, url: str, limit: int, *, job_id: int | None = None) -> bytes | None:
+        """The video's bytes if it fits `limit`; None (→ post the link) on any failure."""
+        timeout = aiohttp.ClientTimeout(total=self.download_timeout)
+        try:
+            async with self.session.get(url, timeout=timeout) as response:
+                if response.status != 200:
+                    log.info("job %s: video download answered %s", job_id, response.status)
+                    return None
+                if response.content_length is not None and response.content_length > limit:
+                    return None
+                buffer = bytearray()
+                async for chunk in response.content.iter_chunked(1 << 16):
+                    buffer += chunk
+                    if len(buffer) > limit:
+                        return None
+                return bytes(buffer)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            log.info("job %s: video download failed (%r); posting the link", job_id, exc)
+            return None
+
+
+def allowed_mentions(job: Job) -> discord.AllowedMentions:
+    """Only the requester may be pinged, whatever the prompt contains."""
+    users: list[discord.abc.Snowflake] = []
+    if job.requester and job.requester.isdigit():
+        users.append(discord.Object(id=int(job.requester)))
+    return discord.AllowedMentions(everyone=False, roles=False, users=users, replied_user=False)

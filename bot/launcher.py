@@ -1,0 +1,158 @@
+"""`reelbot run`, `reelbot sync`, `reelbot commands`: start, register, describe the bot.
+
+Each function returns a process exit code; `SettingsError` propagates so the CLI prints the
+list of problems and exits 2. Commands are synced only on demand (`sync`), never on start:
+Discord rate-limits command creation, and a restart must not re-register anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from typing import Any
+
+import discord
+
+from bot.config import Settings, load_settings
+from bot.job import Job
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+
+
+class _NotConnected:
+    """The notifier until the bot's own is bound in `setup_hook`.
+
+    `resume=False` means nothing is delivered before that; should anything be, raising makes
+    the poller retry the delivery later instead of dropping it.
+    """
+
+    async def job_progress(self, job: Job) -> None:
+        return None
+
+    async def job_finished(self, job: Job) -> None:
+        raise RuntimeError("Discord is not connected yet")
+
+
+def point_at_local_discord(settings: Settings) -> None:
+    """Send discord.py to a local fake Discord (end-to-end tests, offline demo) if configured."""
+    if not settings.DISCORD_API_BASE and not settings.DISCORD_GATEWAY_URL:
+        return
+    rest = settings.DISCORD_API_BASE or discord.http.Route.BASE
+    gateway = settings.DISCORD_GATEWAY_URL or str(discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
+    try:
+        from bot.testing.fake_discord import point_discord_py_at
+    except ImportError:  # pragma: no cover - the fake ships with the package
+        import yarl
+
+        discord.http.Route.BASE = rest.rstrip("/")
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway)
+    else:
+        point_discord_py_at(rest, gateway)
+    log.info("using Discord at %s (gateway %s)", rest, gateway)
+
+
+def run() -> int:
+    """Start the bot and run until SIGTERM/SIGINT; open jobs stay resumable."""
+    from bot.cli import setup_logging
+
+    settings = load_settings(require=("DISCORD_TOKEN", "APIMART_API_KEY"))
+    setup_logging(settings.LOG_LEVEL)
+    point_at_local_discord(settings)
+    try:
+        return asyncio.run(_run(settings))
+    except discord.LoginFailure:
+        log.error("Discord refused DISCORD_TOKEN; reset it in the developer portal")
+        return EXIT_FAILED
+    except discord.PrivilegedIntentsRequired as exc:
+        log.error("Discord refused the gateway intents: %s", exc)
+        return EXIT_FAILED
+
+
+async def _run(settings: Settings) -> int:
+    from bot.discord_bot import ReelBot
+    from bot.runtime import open_runtime
+
+    assert settings.DISCORD_TOKEN is not None
+    token = settings.DISCORD_TOKEN.get_secret_value()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    async with open_runtime(settings, _NotConnected(), resume=False) as runtime:
+        bot = ReelBot(runtime=runtime)
+        async with bot:
+            runner = asyncio.create_task(bot.start(token), name="reelbot-discord")
+            stopper = asyncio.create_task(stop.wait(), name="reelbot-signal")
+            done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if runner in done:
+                stopper.cancel()
+                runner.result()
+                return EXIT_OK
+            log.info("stopping: closing the Discord connection, then the poller")
+            await bot.close()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await runner
+    log.info("stopped cleanly; unfinished jobs resume on the next start")
+    return EXIT_OK
+
+
+def sync(guild_id: int | None) -> int:
+    """Register the slash commands: to one server at once, or globally (up to an hour)."""
+    from bot.cli import setup_logging
+
+    settings = load_settings(require=("DISCORD_TOKEN",))
+    setup_logging(settings.LOG_LEVEL)
+    point_at_local_discord(settings)
+    try:
+        synced = asyncio.run(_sync(settings, guild_id))
+    except discord.LoginFailure:
+        print("error: Discord refused DISCORD_TOKEN", file=sys.stderr)
+        return EXIT_FAILED
+    except discord.HTTPException as exc:
+        print(f"error: Discord refused the commands: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    where = f"server {guild_id}" if guild_id else "all servers (may take up to an hour)"
+    print(f"synced {len(synced)} command(s) to {where}: {', '.join('/' + n for n in synced)}")
+    return EXIT_OK
+
+
+async def _sync(settings: Settings, guild_id: int | None) -> list[str]:
+    """Log in over REST only (no gateway connection) and PUT the command list."""
+    from bot.discord_bot import ReelBot
+
+    assert settings.DISCORD_TOKEN is not None
+    bot = ReelBot(runtime=None)
+    async with bot:
+        await bot.login(settings.DISCORD_TOKEN.get_secret_value())
+        guild = discord.Object(id=guild_id) if guild_id else None
+        if guild is not None:
+            bot.tree.copy_global_to(guild=guild)
+        commands = await bot.tree.sync(guild=guild)
+    return [c.name for c in commands]
+
+
+def command_payload() -> list[dict[str, Any]]:
+    """The JSON list `sync` sends, built without a token or a connection."""
+    return asyncio.run(_command_payload())
+
+
+async def _command_payload() -> list[dict[str, Any]]:
+    from bot.discord_bot import ReelBot
+
+    bot = ReelBot(runtime=None)
+    await bot.setup_hook()
+    tree = bot.tree
+    return [cmd.to_dict(tree) for cmd in tree.get_commands()]
+
+
+def print_commands() -> int:
+    print(json.dumps(command_payload(), indent=2, ensure_ascii=False))
+    return EXIT_OK

@@ -1,0 +1,288 @@
+"""Jobs and catalog rows rendered as Discord messages: pure functions, no I/O.
+
+Everything a member reads comes from here, so Discord's limits (content ≤ 2000 characters,
+embed description ≤ 4096, ≤ 25 fields of ≤ 1024) are enforced in one place and tested
+without a bot. Times come in as arguments (`now`), never from the wall clock, so the
+rendered text is deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import discord
+
+from bot.catalog import CATALOG, describe
+from bot.job import Job, JobState
+from bot.request import RequestInvalid
+from bot.terminal import progress_bar
+
+CONTENT_LIMIT = 2000
+DESCRIPTION_LIMIT = 4096
+FIELD_LIMIT = 25
+FIELD_VALUE_LIMIT = 1024
+TITLE_LIMIT = 256
+#: Enough of the prompt to recognise the job by; the full prompt is in Details.
+PROMPT_PREVIEW = 300
+NOT_CHARGED = "not charged"
+
+COLOUR_RUNNING = discord.Colour.blurple()
+COLOUR_DONE = discord.Colour.green()
+COLOUR_FAILED = discord.Colour.red()
+COLOUR_UNKNOWN = discord.Colour.orange()
+
+
+@dataclass(slots=True)
+class Rendered:
+    """What one message says: content and/or embeds (a view is added by the caller)."""
+
+    content: str | None = None
+    embeds: list[discord.Embed] = field(default_factory=list)
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"content": self.content, "embeds": self.embeds}
+
+
+# -- small pieces --------------------------------------------------------------------------
+
+
+def clip(text: str, limit: int) -> str:
+    """Cut `text` to `limit` characters, marking the cut with an ellipsis."""
+    return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
+
+
+def timestamp(unix: float, style: str = "R") -> str:
+    """A Discord timestamp (`<t:…:R>`): every member sees it in their own time zone."""
+    return f"<t:{int(unix)}:{style}>"
+
+
+def duration_text(seconds: float | None) -> str:
+    """`42 s`, `3 min 5 s`, `1 h 2 min` — for elapsed time and estimates."""
+    if seconds is None:
+        return "—"
+    total = max(0, round(seconds))
+    if total < 60:
+        return f"{total} s"
+    minutes, secs = divmod(total, 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+def cost_text(job: Job) -> str:
+    """Money and credits exactly as the API reported them; `not charged` for a zero cost."""
+    if job.cost is None and job.credits_cost is None:
+        if job.state is JobState.UNKNOWN:
+            return "unknown — it may still be billed"
+        return "not reported"
+    if not job.charged:
+        return NOT_CHARGED
+    parts = []
+    if job.cost is not None:
+        parts.append(f"{job.cost:g}")
+    if job.credits_cost is not None:
+        parts.append(f"{job.credits_cost:g} credits")
+    return " · ".join(parts)
+
+
+def prompt_preview(prompt: str, limit: int = PROMPT_PREVIEW) -> str:
+    """The prompt on one quoted line (newlines folded) so it cannot break the layout."""
+    return clip(" ".join(prompt.split()), limit)
+
+
+def mention(user_id: str | int | None) -> str:
+    return f"<@{user_id}>" if user_id else ""
+
+
+def _elapsed(job: Job, now: float) -> float:
+    start = job.submitted_at or job.created_at
+    end = job.finished_at if job.finished_at is not None else now
+    return max(0.0, end - start)
+
+
+def _state_label(job: Job) -> str:
+    return {
+        JobState.CREATED: "preparing",
+        JobState.SUBMITTING: "sending to APIMart",
+        JobState.RUNNING: "rendering",
+        JobState.COMPLETED: "done",
+        JobState.FAILED: "failed",
+        JobState.CANCELLED: "cancelled",
+        JobState.UNKNOWN: "unconfirmed",
+    }[job.state]
+
+
+def _colour(job: Job) -> discord.Colour:
+    if job.state is JobState.COMPLETED:
+        return COLOUR_DONE
+    if job.state is JobState.UNKNOWN:
+        return COLOUR_UNKNOWN
+    if job.state.terminal:
+        return COLOUR_FAILED
+    return COLOUR_RUNNING
+
+
+def _embed(title: str, description: str, colour: discord.Colour) -> discord.Embed:
+    return discord.Embed(
+        title=clip(title, TITLE_LIMIT),
+        description=clip(description, DESCRIPTION_LIMIT),
+        colour=colour,
+    )
+
+
+def _add_field(embed: discord.Embed, name: str, value: str, *, inline: bool = True) -> None:
+    if len(embed.fields) < FIELD_LIMIT:
+        embed.add_field(
+            name=clip(name, 256), value=clip(value or "—", FIELD_VALUE_LIMIT), inline=inline
+        )
+
+
+# -- the messages --------------------------------------------------------------------------
+
+
+def status(job: Job, now: float) -> Rendered:
+    """The one status message of a job: model, parameters, progress bar, elapsed, estimate."""
+    request = job.request
+    percent = 100 if job.state is JobState.COMPLETED else job.progress
+    lines = [
+        f"> {prompt_preview(request.prompt)}",
+        f"`{request.summary()}`",
+        f"`{progress_bar(percent)}`",
+    ]
+    times = [f"{_state_label(job)} · elapsed {duration_text(_elapsed(job, now))}"]
+    if job.estimated_time and not job.state.terminal:
+        times.append(f"APIMart estimates {duration_text(job.estimated_time)}")
+    lines.append(" · ".join(times))
+    for note in request.notes():
+        lines.append(f"-# {note}")
+    if job.state.terminal and job.error_message:
+        lines.append(job.error_message)
+    embed = _embed(f"🎬 Job #{job.id} · {request.spec.label}", "\n".join(lines), _colour(job))
+    if job.task_id:
+        embed.set_footer(text=f"task {job.task_id}")
+    return Rendered(embeds=[embed])
+
+
+def result(job: Job, now: float, *, attached: bool) -> Rendered:
+    """The new message a finished job posts: mention, video or link, cost, parameters."""
+    if job.state is not JobState.COMPLETED:
+        return failure(job, now)
+    request = job.request
+    who = mention(job.requester)
+    head = f"{who} your video is ready." if who else "The video is ready."
+    content = clip(f"{head}\n> {prompt_preview(request.prompt)}", CONTENT_LIMIT)
+    lines = []
+    if job.video_urls:
+        link = job.video_urls[0]
+        where = "Attached above; also at" if attached else "Download"
+        lines.append(f"{where}: {link}")
+        if job.expires_at:
+            lines.append(
+                f"The link expires {timestamp(job.expires_at)} — save the video before then."
+            )
+        for extra in job.video_urls[1:]:
+            lines.append(extra)
+    embed = _embed(f"✅ Job #{job.id} · {request.spec.label}", "\n".join(lines), COLOUR_DONE)
+    _add_parameters(embed, job)
+    _add_field(embed, "Elapsed", duration_text(_elapsed(job, now)))
+    _add_field(embed, "Cost", cost_text(job))
+    return Rendered(content=content, embeds=[embed])
+
+
+def failure(job: Job, now: float) -> Rendered:
+    """A job that did not produce a video: the reason in plain words and what it cost."""
+    request = job.request
+    who = mention(job.requester)
+    if job.state is JobState.UNKNOWN:
+        head = "your video request was not confirmed by APIMart."
+    elif job.state is JobState.CANCELLED:
+        head = "your video was cancelled."
+    else:
+        head = "your video could not be made."
+    head = f"{who} {head}" if who else head[0].upper() + head[1:]
+    content = clip(f"{head}\n> {prompt_preview(request.prompt)}", CONTENT_LIMIT)
+    reason = job.error_message or "APIMart gave no reason."
+    embed = _embed(f"⚠️ Job #{job.id} · {request.spec.label}", reason, _colour(job))
+    _add_parameters(embed, job)
+    _add_field(embed, "Elapsed", duration_text(_elapsed(job, now)))
+    _add_field(embed, "Cost", cost_text(job))
+    return Rendered(content=content, embeds=[embed])
+
+
+def _add_parameters(embed: discord.Embed, job: Job) -> None:
+    request = job.request
+    duration = request.effective_duration
+    _add_field(embed, "Model", request.model)
+    _add_field(embed, "Duration", f"{duration} s" if duration is not None else "from the video")
+    _add_field(embed, "Resolution", request.effective_resolution)
+
+
+def details(job: Job) -> Rendered:
+    """The ephemeral Details view: every parameter sent, the task id, the state."""
+    request = job.request
+    embed = _embed(
+        f"Job #{job.id} · details",
+        f"**Prompt**\n{clip(request.prompt, 3500)}",
+        _colour(job),
+    )
+    _add_field(embed, "Task id", f"`{job.task_id}`" if job.task_id else "not submitted")
+    _add_field(embed, "State", job.state.value)
+    sent = request.model_dump(exclude_none=True, exclude={"prompt", "images", "video_url"})
+    for name, value in sent.items():
+        _add_field(embed, name, str(value))
+    if request.images:
+        _add_field(embed, "images", "\n".join(request.images), inline=False)
+    if request.video_url:
+        _add_field(embed, "reference video", request.video_url, inline=False)
+    _add_field(embed, "Cost", cost_text(job))
+    if job.error_message:
+        _add_field(embed, "Reason", job.error_message, inline=False)
+    return Rendered(embeds=[embed])
+
+
+def job_list(jobs: Sequence[Job], now: float) -> Rendered:
+    """`/video jobs`: the caller's recent jobs, one line each, with state, cost and link."""
+    if not jobs:
+        return Rendered(
+            content="You have no video jobs yet. Start one with `/video omni`, `/video veo` or `/video sora`."
+        )
+    lines = []
+    for job in jobs:
+        line = f"**#{job.id}** {_state_label(job)} · `{job.request.summary()}` · {cost_text(job)}"
+        if job.state is JobState.RUNNING:
+            line += f" · {job.progress}%"
+        if job.video_urls:
+            expired = job.expires_at is not None and job.expires_at <= now
+            line += " · link expired" if expired else f" · [video]({job.video_urls[0]})"
+        line += f" · {timestamp(job.created_at)}"
+        lines.append(line)
+    description = ""
+    for line in lines:
+        if len(description) + len(line) + 1 > DESCRIPTION_LIMIT:
+            break
+        description += line + "\n"
+    return Rendered(embeds=[_embed("Your recent videos", description.rstrip(), COLOUR_RUNNING)])
+
+
+def models() -> Rendered:
+    """`/video models`: what each model accepts, straight from the catalog."""
+    embed = _embed(
+        "Video models",
+        "Pick one with `/video omni`, `/video veo` or `/video sora`; options you leave out use "
+        "the model's default.",
+        COLOUR_RUNNING,
+    )
+    for spec in CATALOG.values():
+        row = describe(spec)
+        value = "\n".join(f"**{k}**: {v}" for k, v in row.items() if k not in {"model", "family"})
+        _add_field(embed, f"{spec.label} (`{spec.id}`)", value, inline=False)
+    return Rendered(embeds=[embed])
+
+
+def problems(exc: RequestInvalid) -> str:
+    """A refused request as a short message naming each field and the allowed values."""
+    items: Iterable[str] = (f"• **{p.field}**: {p.message}" for p in exc.problems)
+    return clip("That video can't be made as asked:\n" + "\n".join(items), CONTENT_LIMIT)

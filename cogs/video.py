@@ -1,0 +1,458 @@
+"""`/video` — the slash commands and result buttons. Discord I/O only.
+
+Every choice list is built from the catalog, so the menus offer only what a model accepts;
+what the menus cannot rule out (sora-2 at 1080p, two images for Omni, a PDF as an image) is
+refused by `bot.request` before anything is deferred, so the refusal is ephemeral and the
+API sees nothing. The pipeline itself lives in `bot.jobs`; rendering in `bot.render`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING, Any, cast
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import render
+from bot.catalog import CATALOG, FAMILIES, ImageStyle, IntParam, ModelSpec, union
+from bot.job import Job, JobState
+from bot.jobs import ImageFile, with_pending_uploads
+from bot.request import (
+    Problem,
+    RequestInvalid,
+    VideoRequest,
+    build_request,
+    check_image_file,
+    frame_images,
+)
+
+if TYPE_CHECKING:
+    from bot.discord_bot import ReelBot
+
+log = logging.getLogger(__name__)
+
+Choice = app_commands.Choice
+OMNI = FAMILIES["omni"][0]
+VEO_MODELS = FAMILIES["veo"]
+SORA_MODELS = FAMILIES["sora"]
+#: Discord rejects option values over 2^53; Veo's seed range fits.
+
+
+def _seed_param() -> IntParam:
+    param = CATALOG[VEO_MODELS[0]].int_param("seed")
+    if param is None:
+        raise RuntimeError("the catalog lost Veo's seed range")
+    return param
+
+
+SEED = _seed_param()
+VIDEO_TYPES = ("video/",)
+UNREADABLE = "Discord would not hand over the attached file, so nothing was sent or charged."
+
+
+# Typed `Choice[Any]`: one `@choices` decorator mixes int and str lists.
+def _str_choices(values: tuple[Any, ...]) -> list[Choice[Any]]:
+    return [Choice(name=str(v), value=str(v)) for v in values]
+
+
+def _int_choices(values: tuple[Any, ...]) -> list[Choice[Any]]:
+    return [Choice(name=str(v), value=int(v)) for v in values]
+
+
+def _param_choices(model_id: str, name: str) -> list[Choice[Any]]:
+    param = CATALOG[model_id].choice_param(name)
+    assert param is not None, name
+    return _str_choices(param.choices)
+
+
+def _tier(model_id: str) -> str:
+    """`veo3.1-fast-official` → `fast`: the last word of the catalog's label."""
+    return CATALOG[model_id].label.split()[-1].lower()
+
+
+VEO_TIERS = {_tier(m): m for m in VEO_MODELS}
+
+
+def _value(choice: Choice[Any] | None) -> Any:
+    return None if choice is None else choice.value
+
+
+class VideoCog(commands.Cog, name="Video"):
+    """The `/video` group: generate, list models, list jobs; and the result buttons' logic."""
+
+    video = app_commands.Group(name="video", description="Make short AI videos with APIMart")
+
+    def __init__(self, bot: ReelBot) -> None:
+        self.bot = bot
+
+    # -- generate ---------------------------------------------------------------------------
+
+    @video.command(name="omni", description="Omni Flash: text, 1 or 3 images, or a motion video")
+    @app_commands.describe(
+        prompt="Scene, subject, action, camera, style and sound",
+        duration="Length in seconds (default 6; not with a reference video)",
+        resolution="Output resolution (default 720p)",
+        aspect_ratio="Frame shape (default 16:9)",
+        mode="frame: the image is the first frame; reference: 1 or 3 images guide the look",
+        image="An image (jpeg/png/webp/gif)",
+        image2="Second reference image (Omni takes 1 or 3)",
+        image3="Third reference image (Omni takes 1 or 3)",
+        reference_video="A video whose motion to follow",
+    )
+    @app_commands.choices(
+        duration=_int_choices(union("durations", (OMNI,))),
+        resolution=_str_choices(union("resolutions", (OMNI,))),
+        aspect_ratio=_str_choices(union("aspect_ratios", (OMNI,))),
+        mode=_str_choices(union("modes", (OMNI,))),
+    )
+    async def omni(
+        self,
+        interaction: discord.Interaction,
+        prompt: str,
+        duration: Choice[int] | None = None,
+        resolution: Choice[str] | None = None,
+        aspect_ratio: Choice[str] | None = None,
+        mode: Choice[str] | None = None,
+        image: discord.Attachment | None = None,
+        image2: discord.Attachment | None = None,
+        image3: discord.Attachment | None = None,
+        reference_video: discord.Attachment | None = None,
+    ) -> None:
+        attachments = [
+            (name, a) for name, a in (("image", image), ("image2", image2), ("image3", image3)) if a
+        ]
+        await self._generate(
+            interaction,
+            CATALOG[OMNI],
+            attachments,
+            video=reference_video,
+            prompt=prompt,
+            duration=_value(duration),
+            resolution=_value(resolution),
+            aspect_ratio=_value(aspect_ratio),
+            mode=_value(mode),
+        )
+
+    @video.command(name="veo", description="Google Veo 3.1: text or first/last frame to video")
+    @app_commands.describe(
+        prompt="What happens (English works best)",
+        quality="fast or quality tier (default fast)",
+        duration="Length in seconds (default 8)",
+        resolution="Output resolution (default 720p)",
+        aspect_ratio="Frame shape (default 16:9)",
+        first_frame="Image to start from",
+        last_frame="Image to end on (needs a first frame)",
+        negative_prompt="What to keep out of the video",
+        seed=f"Random seed for repeatable results ({SEED.minimum}..{SEED.maximum})",
+        audio="Generate sound too (default off)",
+        people="Whether people may appear (default allow_adult)",
+        resize="How the first frame is fitted (default pad)",
+    )
+    @app_commands.choices(
+        quality=_str_choices(tuple(VEO_TIERS)),
+        duration=_int_choices(union("durations", VEO_MODELS)),
+        resolution=_str_choices(union("resolutions", VEO_MODELS)),
+        aspect_ratio=_str_choices(union("aspect_ratios", VEO_MODELS)),
+        people=_param_choices(VEO_MODELS[0], "person_generation"),
+        resize=_param_choices(VEO_MODELS[0], "resize_mode"),
+    )
+    async def veo(
+        self,
+        interaction: discord.Interaction,
+        prompt: str,
+        quality: Choice[str] | None = None,
+        duration: Choice[int] | None = None,
+        resolution: Choice[str] | None = None,
+        aspect_ratio: Choice[str] | None = None,
+        first_frame: discord.Attachment | None = None,
+        last_frame: discord.Attachment | None = None,
+        negative_prompt: str | None = None,
+        seed: app_commands.Range[int, SEED.minimum, SEED.maximum] | None = None,
+        audio: bool | None = None,
+        people: Choice[str] | None = None,
+        resize: Choice[str] | None = None,
+    ) -> None:
+        model = VEO_TIERS.get(_value(quality) or "", VEO_MODELS[0])
+        attachments = [
+            (name, a) for name, a in (("first_frame", first_frame), ("last_frame", last_frame)) if a
+        ]
+        await self._generate(
+            interaction,
+            CATALOG[model],
+            attachments,
+            prompt=prompt,
+            duration=_value(duration),
+            resolution=_value(resolution),
+            aspect_ratio=_value(aspect_ratio),
+            negative_prompt=negative_prompt,
+            seed=seed,
+            generate_audio=audio,
+            person_generation=_value(people),
+            resize_mode=_value(resize),
+        )
+
+    @video.command(name="sora", description="OpenAI Sora 2: text or one image to video")
+    @app_commands.describe(
+        prompt="What happens in the video",
+        model="sora-2 (720p) or sora-2-pro (up to 1080p); default sora-2",
+        duration="Length in seconds (default 4)",
+        resolution="Output resolution (default 720p; above that needs sora-2-pro)",
+        aspect_ratio="Frame shape (default 16:9; with an image, the image decides)",
+        image="A reference image (jpeg/png/webp, up to 10 MB)",
+    )
+    @app_commands.choices(
+        model=_str_choices(SORA_MODELS),
+        duration=_int_choices(union("durations", SORA_MODELS)),
+        resolution=_str_choices(union("resolutions", SORA_MODELS)),
+        aspect_ratio=_str_choices(union("aspect_ratios", SORA_MODELS)),
+    )
+    async def sora(
+        self,
+        interaction: discord.Interaction,
+        prompt: str,
+        model: Choice[str] | None = None,
+        duration: Choice[int] | None = None,
+        resolution: Choice[str] | None = None,
+        aspect_ratio: Choice[str] | None = None,
+        image: discord.Attachment | None = None,
+    ) -> None:
+        await self._generate(
+            interaction,
+            CATALOG[_value(model) or SORA_MODELS[0]],
+            [("image", image)] if image else [],
+            prompt=prompt,
+            duration=_value(duration),
+            resolution=_value(resolution),
+            aspect_ratio=_value(aspect_ratio),
+        )
+
+    # -- information ------------------------------------------------------------------------
+
+    @video.command(name="models", description="What each video model accepts")
+    async def models(self, interaction: discord.Interaction) -> None:
+        await interaction.response.send_message(**render.models().kwargs(), ephemeral=True)
+
+    @video.command(name="jobs", description="Your recent videos: state, cost and links")
+    async def jobs(self, interaction: discord.Interaction) -> None:
+        runtime = self.bot.require_runtime()
+        recent = await runtime.store.recent(requester=str(interaction.user.id), limit=10)
+        rendered = render.job_list(recent, runtime.clock.now())
+        await interaction.response.send_message(**rendered.kwargs(), ephemeral=True)
+
+    # -- the flow shared by commands and Re-roll --------------------------------------------
+
+    async def _generate(
+        self,
+        interaction: discord.Interaction,
+        spec: ModelSpec,
+        attachments: list[tuple[str, discord.Attachment]],
+        *,
+        video: discord.Attachment | None = None,
+        **fields: Any,
+    ) -> None:
+        """Validate (pure, fast) → ephemeral refusal, or defer → job → status → launch."""
+        try:
+            for name, attachment in attachments:
+                check_image_file(spec, attachment.content_type, attachment.size, name)
+            if video is not None and not (video.content_type or "").startswith(VIDEO_TYPES):
+                shown = video.content_type or "an unknown type"
+                raise RequestInvalid(
+                    [
+                        Problem(
+                            "reference_video",
+                            f"{shown} is not a video; attach an mp4 or another video file",
+                        )
+                    ]
+                )
+            # Placeholders keep the pipeline's own format; the bytes are read after deferring.
+            placeholders = [
+                ImageFile(b"", a.filename, a.content_type or "") for _, a in attachments
+            ]
+            refs, _ = with_pending_uploads(placeholders)
+            if spec.image_style is ImageStyle.FRAMES:
+                by_name = dict(zip((name for name, _ in attachments), refs, strict=True))
+                refs = frame_images(by_name.get("first_frame"), by_name.get("last_frame"))
+            request = build_request(
+                model=spec.id,
+                images=refs,
+                video_url=video.url if video is not None else None,
+                **fields,
+            )
+        except RequestInvalid as exc:
+            await _refuse(interaction, exc)
+            return
+        await self.start(interaction, request, [a for _, a in attachments])
+
+    async def start(
+        self,
+        interaction: discord.Interaction,
+        request: VideoRequest,
+        attachments: list[discord.Attachment],
+    ) -> Job:
+        """Acknowledge, persist, show the status message, fetch the images, launch."""
+        runtime = self.bot.require_runtime()
+        await interaction.response.defer(thinking=True)
+        user = interaction.user
+        guild_id = str(interaction.guild_id) if interaction.guild_id else None
+        job = await runtime.jobs.create(
+            request, origin={"kind": "discord"}, requester=str(user.id), guild_id=guild_id
+        )
+        status = await interaction.edit_original_response(
+            **render.status(job, runtime.clock.now()).kwargs()
+        )
+        await runtime.store.update(
+            job,
+            origin={
+                "kind": "discord",
+                "channel_id": str(status.channel.id),
+                "message_id": str(status.id),
+                "requester_id": str(user.id),
+                "guild_id": guild_id,
+                "upload_limit": upload_limit(interaction),
+            },
+        )
+        self.bot.notifier_for_jobs().remember(job.id, interaction)
+        log.info("job %s: requested by %s in channel %s", job.id, user.id, status.channel.id)
+        try:
+            files = [
+                ImageFile(await a.read(), a.filename, a.content_type or "") for a in attachments
+            ]
+        except (discord.HTTPException, OSError) as exc:
+            log.warning("job %s: could not read an attachment: %s", job.id, exc)
+            await runtime.store.update(
+                job,
+                state=JobState.FAILED,
+                finished_at=runtime.clock.now(),
+                error_code="attachment_unreadable",
+                error_message=UNREADABLE,
+                cost=0.0,
+            )
+            await runtime.poller.deliver(job)
+            return job
+        return await runtime.jobs.launch(job, files)
+
+    async def reroll(self, interaction: discord.Interaction, job_id: int) -> None:
+        """Same parameters again, for the requester only (images already live on APIMart)."""
+        runtime = self.bot.require_runtime()
+        job = await runtime.store.get(job_id)
+        if job is None:
+            await interaction.response.send_message("That job is no longer known.", ephemeral=True)
+            return
+        if job.requester != str(interaction.user.id):
+            await interaction.response.send_message(
+                "Only the member who asked for this video can re-roll it. "
+                "Use Details to see its parameters and make your own.",
+                ephemeral=True,
+            )
+            return
+        if job.request.pending_uploads:
+            await interaction.response.send_message(
+                "This job's images were never uploaded, so it cannot be re-rolled.", ephemeral=True
+            )
+            return
+        await self.start(interaction, job.request, [])
+
+    async def details(self, interaction: discord.Interaction, job_id: int) -> None:
+        runtime = self.bot.require_runtime()
+        job = await runtime.store.get(job_id)
+        if job is None:
+            await interaction.response.send_message("That job is no longer known.", ephemeral=True)
+            return
+        await interaction.response.send_message(**render.details(job).kwargs(), ephemeral=True)
+
+
+async def _refuse(interaction: discord.Interaction, exc: RequestInvalid) -> None:
+    log.info("refused /%s: %s", getattr(interaction.command, "qualified_name", "?"), exc)
+    await interaction.response.send_message(render.problems(exc), ephemeral=True)
+
+
+def upload_limit(interaction: discord.Interaction) -> int:
+    """The per-file limit where the result will be posted (boosted servers allow more)."""
+    limit = getattr(interaction, "attachment_size_limit", None) or getattr(
+        interaction, "filesize_limit", None
+    )
+    if not limit and interaction.guild is not None:
+        limit = interaction.guild.filesize_limit
+    return int(limit or 10 * 1024 * 1024)
+
+
+# -- persistent buttons --------------------------------------------------------------------
+
+
+class RerollButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"reelbot:reroll:(?P<job_id>[0-9]+)"
+):
+    """Re-roll: the same request again. The job id in `custom_id` survives restarts."""
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Re-roll",
+                emoji="🎲",
+                style=discord.ButtonStyle.primary,
+                custom_id=f"reelbot:reroll:{job_id}",
+            )
+        )
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> RerollButton:
+        return cls(int(match["job_id"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
+        await _cog(interaction).reroll(interaction, self.job_id)
+
+
+class DetailsButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"reelbot:details:(?P<job_id>[0-9]+)"
+):
+    """Details: the parameters and task id, shown only to whoever clicks."""
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Details",
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"reelbot:details:{job_id}",
+            )
+        )
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> DetailsButton:
+        return cls(int(match["job_id"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
+        await _cog(interaction).details(interaction, self.job_id)
+
+
+DYNAMIC_ITEMS: tuple[type[discord.ui.DynamicItem[Any]], ...] = (RerollButton, DetailsButton)
+
+
+def _cog(interaction: discord.Interaction) -> VideoCog:
+    """The loaded cog (looked up by name: an extension's module may be re-imported)."""
+    client = interaction.client
+    cog = client.get_cog("Video") if isinstance(client, commands.Bot) else None
+    if cog is None:
+        raise RuntimeError("the Video cog is not loaded")
+    return cast("VideoCog", cog)
+
+
+def result_view(job: Job) -> discord.ui.View:
+    """The buttons under a result message (Re-roll only where re-rolling can work)."""
+    view = discord.ui.View(timeout=None)
+    if not job.request.pending_uploads:
+        view.add_item(RerollButton(job.id))
+    view.add_item(DetailsButton(job.id))
+    return view
+
+
+async def setup(bot: ReelBot) -> None:
+    await bot.add_cog(VideoCog(bot))

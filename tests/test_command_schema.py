@@ -1,0 +1,131 @@
+"""Contract: the commands `reelbot sync` sends are what Discord's own schema accepts.
+
+The schema is Discord's OpenAPI description (`shared/discord-api-spec/openapi.json`, beside the
+repository). Naming rules the schema cannot express are checked directly, and the choices are
+compared with the catalog, which is their only source.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+from bot.catalog import CATALOG, FAMILIES, union
+from bot.launcher import command_payload
+
+SPEC = Path(__file__).resolve().parents[2] / "shared" / "discord-api-spec" / "openapi.json"
+NAME = re.compile(r"^[-_\w]{1,32}$")
+SUBCOMMAND, GROUP = 1, 2
+
+
+@pytest.fixture(scope="module")
+def payload() -> list[dict[str, Any]]:
+    return command_payload()
+
+
+@pytest.fixture(scope="module")
+def validator() -> Draft202012Validator:
+    if not SPEC.exists():
+        pytest.skip(f"Discord's OpenAPI spec is not at {SPEC}")
+    spec = json.loads(SPEC.read_text())
+    resource = Resource.from_contents(spec, default_specification=DRAFT202012)
+    registry: Registry[Any] = Registry().with_resource("urn:discord", resource)
+    schema = {"$ref": "urn:discord#/components/schemas/ApplicationCommandUpdateRequest"}
+    return Draft202012Validator(schema, registry=registry)
+
+
+def test_every_command_validates_against_discords_schema(
+    payload: list[dict[str, Any]], validator: Draft202012Validator
+) -> None:
+    assert [c["name"] for c in payload] == ["video"]
+    for command in payload:
+        errors = sorted(validator.iter_errors(command), key=lambda e: list(e.path))
+        assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors[:5])
+
+
+def test_the_cli_prints_the_same_list() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "bot", "commands"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert json.loads(out.stdout) == command_payload()
+
+
+def _check_options(path: str, options: list[dict[str, Any]]) -> None:
+    assert len(options) <= 25, path
+    names = [o["name"] for o in options]
+    assert len(names) == len(set(names)), f"{path}: duplicate option names"
+    required = [bool(o.get("required")) for o in options]
+    assert required == sorted(required, reverse=True), f"{path}: required options must come first"
+    for option in options:
+        where = f"{path} {option['name']}"
+        assert NAME.match(option["name"]) and option["name"] == option["name"].lower(), where
+        assert 1 <= len(option["description"]) <= 100, where
+        assert len(option.get("choices") or []) <= 25, where
+        for choice in option.get("choices") or []:
+            assert 1 <= len(choice["name"]) <= 100, where
+        if option["type"] in (SUBCOMMAND, GROUP):
+            _check_options(where, option.get("options") or [])
+
+
+def test_discords_naming_rules(payload: list[dict[str, Any]]) -> None:
+    for command in payload:
+        assert NAME.match(command["name"]) and command["name"] == command["name"].lower()
+        assert 1 <= len(command["description"]) <= 100
+        _check_options(command["name"], command.get("options") or [])
+
+
+def _sub(payload: list[dict[str, Any]], name: str) -> dict[str, dict[str, Any]]:
+    (video,) = payload
+    sub = next(o for o in video["options"] if o["name"] == name)
+    return {o["name"]: o for o in sub.get("options") or []}
+
+
+def _values(option: dict[str, Any]) -> list[Any]:
+    return [c["value"] for c in option["choices"]]
+
+
+def test_choices_are_the_catalogs(payload: list[dict[str, Any]]) -> None:
+    omni, veo, sora = FAMILIES["omni"], FAMILIES["veo"], FAMILIES["sora"]
+    o, v, s = _sub(payload, "omni"), _sub(payload, "veo"), _sub(payload, "sora")
+    assert _values(o["duration"]) == list(union("durations", omni)) == [4, 6, 8, 10]
+    assert _values(o["resolution"]) == list(union("resolutions", omni)) == ["720p", "1080p", "4k"]
+    assert _values(o["aspect_ratio"]) == ["16:9", "9:16"]
+    assert _values(o["mode"]) == list(CATALOG[omni[0]].modes) == ["frame", "reference"]
+    assert {n for n, opt in o.items() if opt["type"] == 11} == {
+        "image",
+        "image2",
+        "image3",
+        "reference_video",
+    }
+
+    assert _values(v["quality"]) == ["fast", "quality"]
+    assert _values(v["duration"]) == list(union("durations", veo)) == [4, 6, 8]
+    assert _values(v["resolution"]) == ["720p", "1080p", "4K"]
+    assert _values(v["people"]) == ["allow_adult", "disallow"]
+    assert _values(v["resize"]) == ["pad", "crop"]
+    assert (v["seed"]["min_value"], v["seed"]["max_value"]) == (0, 4_294_967_295)
+    assert v["audio"]["type"] == 5 and v["negative_prompt"]["type"] == 3
+    assert {v["first_frame"]["type"], v["last_frame"]["type"]} == {11}
+
+    assert _values(s["model"]) == list(sora) == ["sora-2", "sora-2-pro"]
+    assert _values(s["duration"]) == [4, 8, 12, 16, 20]
+    assert (
+        _values(s["resolution"]) == list(union("resolutions", sora)) == ["720p", "1024p", "1080p"]
+    )
+    assert _values(s["aspect_ratio"]) == ["16:9", "9:16"]
+    assert [n for n, opt in s.items() if opt.get("required")] == ["prompt"]
+    assert set(_sub(payload, "models")) == set() and set(_sub(payload, "jobs")) == set()

@@ -1,0 +1,211 @@
+"""The Discord notifier's fallbacks and throttle, against real discord.py objects (simcord).
+
+A job is started through `/video sora` (so it has a real status message and a live
+interaction) with a task that will not end during the test; the test then hands the
+notifier a finished copy of it, from the test's own context, and looks at the channel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import discord
+import pytest
+from aiohttp import web
+
+from bot.discord_notifier import DiscordNotifier, EditThrottle
+from bot.job import Job, JobState
+from bot.testing.clock import ManualClock
+from bot.testing.fake_apimart import FakeTaskPlan
+from tests.discordfix import (  # noqa: F401 - fixtures
+    Reel,
+    bot_fixture,
+    env_fixture,
+    notifier_options_fixture,
+    reel_fixture,
+    runtime_fixture,
+)
+
+VIDEO = b"\x00\x00\x00\x18ftypmp42" + b"\x01" * 2048
+
+
+@pytest.fixture
+async def video_url(aiohttp_server: Any) -> str:
+    async def video(_request: web.Request) -> web.Response:
+        return web.Response(body=VIDEO, content_type="video/mp4")
+
+    app = web.Application()
+    app.router.add_get("/v.mp4", video)
+    server = await aiohttp_server(app)
+    return str(server.make_url("/v.mp4"))
+
+
+async def finished_job(reel: Reel, video_url: str, **origin: Any) -> Job:
+    reel.fake.plan_next(FakeTaskPlan(duration_s=36_000))
+    await reel.alice.slash(reel.channel, "video sora", prompt="a quiet lake")
+    job = (await reel.runtime.store.recent())[0]
+    assert job.state is JobState.RUNNING
+    return dataclasses.replace(
+        job,
+        state=JobState.COMPLETED,
+        progress=100,
+        video_urls=[video_url],
+        expires_at=job.created_at + 86_400,
+        finished_at=job.created_at + 90,
+        cost=0.4,
+        credits_cost=4.0,
+        origin={**job.origin, **origin},
+    )
+
+
+def notifier(reel: Reel) -> DiscordNotifier:
+    assert reel.bot.notifier is not None
+    return reel.bot.notifier
+
+
+async def deliver(reel: Reel, job: Job) -> None:
+    await notifier(reel).job_finished(job)
+    await reel.env.settle()
+
+
+async def test_video_is_attached_when_it_fits(reel: Reel, video_url: str) -> None:
+    await deliver(reel, await finished_job(reel, video_url))
+    (message,) = reel.results()
+    assert [a.filename for a in message.attachments] == [f"reelbot-{1}.mp4"]
+    assert await message.attachments[0].read() == VIDEO
+    assert video_url in message.embeds[0].description
+
+
+async def test_too_large_for_the_server_goes_as_a_link(reel: Reel, video_url: str) -> None:
+    await deliver(reel, await finished_job(reel, video_url, upload_limit=100))
+    (message,) = reel.results()
+    assert message.attachments == []
+    assert f"Download: {video_url}" in message.embeds[0].description
+
+
+async def test_413_from_discord_falls_back_to_the_link(reel: Reel, video_url: str) -> None:
+    job = await finished_job(reel, video_url)
+    reel.env.inject_error(
+        "POST", "/channels/*/messages", status=413, code=40005, message="Request entity too large"
+    )
+    await deliver(reel, job)
+    (message,) = reel.results()
+    assert message.attachments == [] and video_url in message.embeds[0].description
+
+
+async def test_no_attach_permission_retries_without_the_file(reel: Reel, video_url: str) -> None:
+    job = await finished_job(reel, video_url)
+    reel.env.inject_error(
+        "POST", "/channels/*/messages", status=403, code=50013, message="Missing Permissions"
+    )
+    await deliver(reel, job)
+    (message,) = reel.results()
+    assert message.attachments == []
+
+
+async def test_no_send_permission_answers_through_the_interaction(
+    reel: Reel, video_url: str
+) -> None:
+    job = await finished_job(reel, video_url)
+    reel.env.inject_error(
+        "POST",
+        "/channels/*/messages",
+        status=403,
+        code=50013,
+        message="Missing Permissions",
+        times=None,
+    )
+    await deliver(reel, job)
+    followups = [
+        r for r in reel.env.http_requests if r.method == "POST" and r.path.startswith("/webhooks/")
+    ]
+    assert len(followups) == 1
+    mentions = followups[0].json["allowed_mentions"]
+    assert mentions["parse"] == [] and [int(u) for u in mentions["users"]] == [reel.alice.id]
+    assert "your video is ready" in followups[0].json["content"]
+
+
+async def test_no_permission_and_expired_token_is_logged_not_raised(
+    reel: Reel, video_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    job = await finished_job(reel, video_url)
+    await reel.env.advance_time(16 * 60)
+    reel.env.inject_error(
+        "POST",
+        "/channels/*/messages",
+        status=403,
+        code=50013,
+        message="Missing Permissions",
+        times=None,
+    )
+    with caplog.at_level(logging.ERROR, logger="bot.discord_notifier"):
+        await deliver(reel, job)
+    assert not [
+        r for r in reel.env.http_requests if r.method == "POST" and r.path.startswith("/webhooks/")
+    ]
+    assert "interaction has expired" in caplog.text
+
+
+async def test_deleted_channel_counts_as_delivered(reel: Reel, video_url: str) -> None:
+    job = await finished_job(reel, video_url)
+    reel.env.inject_error(
+        "*", "/channels/*", status=404, code=10003, message="Unknown Channel", times=None
+    )
+    await deliver(reel, job)  # no exception: the poller marks it delivered
+    assert reel.results() == []
+
+
+async def test_discord_outage_is_raised_for_a_retry(reel: Reel, video_url: str) -> None:
+    job = await finished_job(reel, video_url)
+    reel.env.inject_error("POST", "/channels/*/messages", status=503, message="upstream", times=1)
+    with pytest.raises(discord.HTTPException):
+        await notifier(reel).job_finished(job)
+    await deliver(reel, job)  # the retry lands
+    assert len(reel.results()) == 1
+
+
+def test_throttle_per_message_and_overall() -> None:
+    clock = ManualClock(start=1000.0)
+    per_message = EditThrottle(clock, interval=10.0, rate=100.0)
+    assert [per_message.allow(1) for _ in range(5)] == [True, False, False, False, False]
+    assert per_message.allow(2)
+    clock._now += 10.0
+    assert per_message.allow(1)
+
+    overall = EditThrottle(clock, interval=0.0, rate=2.0, burst=2.0)
+    assert sum(overall.allow(job_id) for job_id in range(50)) == 2
+    clock._now += 1.0
+    assert sum(overall.allow(job_id) for job_id in range(50, 100)) == 2
+
+
+async def test_progress_edits_are_throttled_on_discord(reel: Reel, video_url: str) -> None:
+    job = await finished_job(reel, video_url)
+    running = dataclasses.replace(job, state=JobState.RUNNING, progress=10)
+    clock = ManualClock(start=1000.0)
+    throttled = DiscordNotifier(
+        reel.bot,
+        session=reel.runtime.session,
+        clock=clock,
+        edit_interval=10.0,
+        edits_per_second=1.0,
+    )
+    status_path = f"/channels/{reel.channel.id}/messages/{job.origin['message_id']}"
+
+    def edits() -> int:
+        return sum(
+            1 for r in reel.env.http_requests if r.method == "PATCH" and r.path == status_path
+        )
+
+    before = edits()
+    for percent in range(10, 60, 5):
+        running.progress = percent
+        await throttled.job_progress(running)
+    assert edits() - before == 1
+    clock._now += 10.0
+    for percent in range(60, 90, 5):
+        running.progress = percent
+        await throttled.job_progress(running)
+    assert edits() - before == 2
+    await reel.env.settle()

@@ -1,0 +1,205 @@
+"""The real `reelbot` process, as a user starts it, against a local Discord and APIMart.
+
+`reelbot sync --guild` and `reelbot run` run as subprocesses; the fake Discord (gateway + REST
++ CDN) and the stand-in APIMart run in this test process on 127.0.0.1, so they outlive the bot
+when it is killed and can count what reached them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from bot.testing.fake_apimart import FakeApimart, FakeTaskPlan
+from bot.testing.fake_discord import FakeDiscord
+
+API_KEY = "sk-e2e-secret-key-0123456789"
+TOKEN = "e2e.discord.token.secret"
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
+USER_ID = 555_000_000_000_000_001
+
+pytestmark = pytest.mark.e2e
+
+
+class World:
+    def __init__(self, discord: FakeDiscord, api: FakeApimart, api_url: str, tmp: Path) -> None:
+        self.discord = discord
+        self.api = api
+        self.api_url = api_url
+        self.tmp = tmp
+        self.guild_id = next(iter(discord.guilds))
+        self.channel_id = int(next(iter(discord.channels.values()))["id"])
+        self.logs: list[Path] = []
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "APIMART_"))}
+        env.update(
+            DISCORD_TOKEN=TOKEN,
+            APIMART_API_KEY=API_KEY,
+            APIMART_BASE_URL=self.api_url,
+            DATABASE_URL=f"sqlite:///{self.tmp / 'reelbot.db'}",
+            DISCORD_API_BASE=self.discord.rest_base,
+            DISCORD_GATEWAY_URL=self.discord.gateway_url,
+            POLL_INITIAL_DELAY="0.2",
+            POLL_INTERVAL="0.2",
+            POLL_MAX_INTERVAL="1",
+            LOG_LEVEL="DEBUG",
+        )
+        return env
+
+    async def reelbot(self, *args: str) -> asyncio.subprocess.Process:
+        log = self.tmp / f"reelbot-{len(self.logs)}.log"
+        self.logs.append(log)
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot",
+            *args,
+            cwd=self.tmp,
+            env=self.env(),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log.open("wb"),
+            stderr=asyncio.subprocess.STDOUT,
+        )
+
+    def all_logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in self.logs if p.exists())
+
+    def slash_sora(self, prompt: str, **options: Any) -> dict[str, Any]:
+        attachment = self.discord.add_attachment(
+            "fox.png", PNG, "image/png", channel_id=self.channel_id
+        )
+        return self.discord.slash_interaction(
+            guild_id=self.guild_id,
+            channel_id=self.channel_id,
+            user_id=USER_ID,
+            command_name="video",
+            subcommand="sora",
+            options={"prompt": prompt, **options},
+            attachments={"image": attachment},
+        )
+
+    def results(self) -> list[dict[str, Any]]:
+        """The bot's own channel posts that carry a finished video."""
+        return [m for m in self.discord.bot_messages(self.channel_id) if _mentions_video(m)]
+
+
+def _mentions_video(message: dict[str, Any]) -> bool:
+    text = json.dumps({k: message.get(k) for k in ("content", "embeds", "attachments")})
+    return ".mp4" in text
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    api = FakeApimart(api_key=API_KEY, time_scale=60.0)  # a 4-minute job takes 4 s
+    runner = web.AppRunner(api.app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    api_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    discord = FakeDiscord(token=TOKEN)
+    guild = discord.add_guild("Reel Club")
+    discord.add_text_channel(int(guild["id"]), "videos")
+    discord.add_member(int(guild["id"]), USER_ID, username="fox_fan")
+    await discord.start()
+    try:
+        yield World(discord, api, api_url, tmp_path)
+    finally:
+        await discord.close()
+        await runner.cleanup()
+
+
+async def _wait(predicate: Any, timeout: float, what: str, world: World) -> Any:
+    try:
+        async with asyncio.timeout(timeout):
+            while not (result := predicate()):
+                await asyncio.sleep(0.05)
+            return result
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}\n{world.all_logs()[-4000:]}") from None
+
+
+@contextlib.asynccontextmanager
+async def running_bot(world: World) -> AsyncIterator[asyncio.subprocess.Process]:
+    ready = world.discord.ready_count
+    proc = await world.reelbot("run")
+    try:
+        await world.discord.wait_connected(timeout=20, ready_count=ready + 1)
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                async with asyncio.timeout(15):
+                    await proc.wait()
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+async def test_sync_then_a_sora_job_with_an_image_end_to_end(world: World) -> None:
+    sync = await world.reelbot("sync", "--guild", str(world.guild_id))
+    assert await sync.wait() == 0, world.all_logs()
+    names = {c["name"] for c in world.discord.registered_commands}
+    assert "video" in names
+
+    async with running_bot(world) as proc:
+        interaction = world.slash_sora("a red fox in snow @everyone", duration=4)
+        await world.discord.dispatch("INTERACTION_CREATE", interaction)
+
+        callback = await world.discord.wait_for(
+            lambda r: r.path.endswith("/callback") and r.method == "POST", timeout=10
+        )
+        assert callback.json and callback.json["type"] == 5  # deferred within the window
+
+        await _wait(lambda: world.api.uploads, 15, "the image upload", world)
+        await _wait(lambda: world.api.submits, 15, "the submit", world)
+        submitted = world.api.submits[0]
+        assert submitted["model"] == "sora-2"
+        assert submitted["duration"] == 4
+        assert submitted["prompt"] == "a red fox in snow @everyone"
+        assert len(submitted["image_urls"]) == 1 and "/uploads/" in submitted["image_urls"][0]
+        assert "aspect_ratio" not in submitted
+
+        results = await _wait(world.results, 30, "the result message", world)
+        text = json.dumps(results[0])
+        task = next(iter(world.api.tasks.values()))
+        assert f"{task.cost:g}" in text  # the cost the API reported
+        mentions = results[0].get("mentions") or []
+        assert [str(m["id"]) for m in mentions] == [str(USER_ID)]
+        assert not results[0].get("mention_everyone")
+        assert proc.returncode is None
+
+    logs = world.all_logs()
+    assert API_KEY not in logs and TOKEN not in logs
+
+
+async def test_sigkill_mid_job_then_restart_posts_once_and_submits_once(world: World) -> None:
+    sync = await world.reelbot("sync", "--guild", str(world.guild_id))
+    assert await sync.wait() == 0, world.all_logs()
+    world.api.plan_next(FakeTaskPlan(duration_s=600))  # 10 s real: still running at the kill
+
+    async with running_bot(world) as first:
+        await world.discord.dispatch("INTERACTION_CREATE", world.slash_sora("waterfall, rainbow"))
+        await _wait(lambda: world.api.submits, 15, "the submit", world)
+        await asyncio.sleep(0.5)  # a poll or two
+        first.kill()  # SIGKILL: no goodbye, no cleanup
+        await first.wait()
+    assert world.results() == []
+
+    async with running_bot(world):
+        results = await _wait(world.results, 40, "the result after restart", world)
+        await asyncio.sleep(2.0)  # anything duplicated would arrive now
+        assert len(world.results()) == 1, results
+    assert len(world.api.submit_attempts) == 1
+    assert len(world.api.submits) == 1
