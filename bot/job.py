@@ -48,6 +48,8 @@ class Job:
     estimated_time: float | None = None
     submitted_at: float | None = None
     finished_at: float | None = None
+    #: How long the task ran at APIMart (its `actual_time`), when known.
+    run_seconds: float | None = None
     cost: float | None = None
     credits_cost: float | None = None
     video_urls: list[str] = field(default_factory=list)
@@ -58,7 +60,9 @@ class Job:
 
     @property
     def elapsed(self) -> float | None:
-        """Seconds from submit to the end (or None while unknown)."""
+        """Seconds the video took: the API's own figure, else submit to end by our clock."""
+        if self.run_seconds is not None:
+            return self.run_seconds
         start = self.submitted_at or self.created_at
         return None if self.finished_at is None else max(0.0, self.finished_at - start)
 

@@ -37,6 +37,8 @@ NOT_FOUND_LIMIT = 3
 PROGRESS_FLUSH_EVERY = 2.0
 #: On shutdown, polls and deliveries under way get this long (seconds) to finish.
 DRAIN_TIMEOUT = 5.0
+#: Webhook hints poll one task at most this often (seconds), however many arrive.
+POKE_MIN_GAP = 1.0
 
 
 class TaskReader(Protocol):
@@ -77,6 +79,10 @@ class Tracked:
     first_progress_at: float | None = None
     failures: int = 0
     not_found: int = 0
+    #: When the last poll was sent (0 before the first).
+    last_poll_at: float = 0.0
+    #: A webhook hint came while a poll was in flight: poll again as soon as it returns.
+    poked: bool = False
     info: TaskInfo | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -125,8 +131,12 @@ class RateLimiter:
 
     A 429 halves the rate and pauses everyone for Retry-After (or a second); each quiet second
     after that wins back a tenth of the configured rate, so the bot slows down together and
-    recovers by itself.
+    recovers by itself. The 429s of one burst (every request in flight gets one, and both the
+    API client's hook and the poller report it) halve the rate once, not once each.
     """
+
+    #: 429s closer together than this (seconds) count as one burst.
+    BURST_WINDOW = 1.0
 
     def __init__(self, clock: Clock, rate: float, burst: float | None = None) -> None:
         self.clock = clock
@@ -136,6 +146,7 @@ class RateLimiter:
         self._tokens = self.burst
         self._updated = clock.now()
         self._paused_until = 0.0
+        self._last_cut = float("-inf")
         self._lock = asyncio.Lock()
         self.throttled = 0
 
@@ -163,9 +174,20 @@ class RateLimiter:
         """Called on every 429, from the poller or straight from the API client."""
         now = self.clock.now()
         self.throttled += 1
-        self.rate = max(self.max_rate / 32, self.rate / 2)
+        if now - self._last_cut >= self.BURST_WINDOW:
+            self._last_cut = now
+            self.rate = max(self.max_rate / 32, self.rate / 2)
         self._tokens = 0.0
         self._paused_until = max(self._paused_until, now + (retry_after or 1.0))
+
+
+def _run_seconds(info: TaskInfo, tracked: Tracked, now: float) -> float:
+    """How long the task ran, by the API's own clock when it says (no clock-skew surprises)."""
+    if info.actual_time is not None:
+        return info.actual_time
+    if info.completed is not None and info.created is not None:
+        return max(0.0, info.completed - info.created)
+    return max(0.0, now - tracked.started)
 
 
 class Poller:
@@ -199,6 +221,7 @@ class Poller:
         self._dirty: dict[int, Tracked] = {}
         self._last_flush = clock.now()
         self._wake = asyncio.Event()
+        self._saturated = False
         self._stopping = False
         self.requests = 0
         self.errors = 0
@@ -225,14 +248,24 @@ class Poller:
         self._push(tracked, self.schedule.first_due(tracked, self.clock.now()))
 
     def poke(self, task_id: str) -> bool:
-        """Poll this task now (a webhook said it may be done). Unknown tasks are ignored."""
+        """Poll this task now (a webhook said it may be done). Unknown tasks are ignored.
+
+        A hint is never trusted, only acted on: the poll reads the truth. A hint that arrives
+        while that task's poll is in flight is remembered and honoured when the poll returns
+        (the answer may predate the end). However many hints come, one task is polled at most
+        once per `POKE_MIN_GAP` seconds, so a flood of forged callbacks cannot multiply
+        requests; every poll still waits its turn in the shared budget.
+        """
         job_id = self._by_task.get(task_id)
         if job_id is None:
             return False
         tracked = self._tracked[job_id]
-        now = self.clock.now()
-        if tracked.due > now:
-            self._push(tracked, now)
+        if tracked.due == float("inf"):  # a poll is in flight
+            tracked.poked = True
+            return True
+        due = max(self.clock.now(), tracked.last_poll_at + POKE_MIN_GAP)
+        if tracked.due > due:
+            self._push(tracked, due)
         return True
 
     def tracked(self, job_id: int) -> Tracked | None:
@@ -283,11 +316,15 @@ class Poller:
         self._inflight.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("poll crashed", exc_info=task.exception())
-        if self._heap and self._heap[0][0] <= self.clock.now():
+        # Wake the loop if something is due, or if it went to sleep because every slot was
+        # taken (its timeout then ignored the heap: without this it would sleep for an hour).
+        if self._saturated or (self._heap and self._heap[0][0] <= self.clock.now()):
+            self._saturated = False
             self._wake.set()
 
     def _next_timeout(self, now: float) -> float:
-        if len(self._inflight) >= self.concurrency or not self._heap:
+        self._saturated = len(self._inflight) >= self.concurrency
+        if self._saturated or not self._heap:
             timeout = 3600.0
         else:
             timeout = max(0.0, self._heap[0][0] - now)
@@ -325,6 +362,7 @@ class Poller:
             await self.limiter.acquire()
             self.requests += 1
             tracked.polls += 1
+            tracked.last_poll_at = self.clock.now()
             info = await self.api.get_task(job.task_id)
         except RateLimited as exc:
             self.errors += 1
@@ -368,11 +406,20 @@ class Poller:
             job.estimated_time = info.estimated_time
             self._dirty[job.id] = tracked
             await self._notify_progress(job)
-        self._push(tracked, self.schedule.next_due(tracked, info, now))
+        self._push(tracked, self._hinted(tracked, self.schedule.next_due(tracked, info, now)))
+
+    def _hinted(self, tracked: Tracked, due: float) -> float:
+        """A webhook hint that came during the poll moves the next one forward."""
+        if tracked.poked:
+            tracked.poked = False
+            return min(due, max(self.clock.now(), tracked.last_poll_at + POKE_MIN_GAP))
+        return due
 
     def _retry(self, tracked: Tracked) -> None:
         tracked.failures += 1
-        self._push(tracked, self.schedule.retry_due(tracked, self.clock.now()))
+        self._push(
+            tracked, self._hinted(tracked, self.schedule.retry_due(tracked, self.clock.now()))
+        )
 
     def _untrack(self, tracked: Tracked) -> None:
         job = tracked.job
@@ -395,7 +442,8 @@ class Poller:
             state=state,
             progress=progress,
             estimated_time=info.estimated_time,
-            finished_at=info.completed or now,
+            finished_at=now,
+            run_seconds=_run_seconds(info, tracked, now),
             cost=info.cost,
             credits_cost=info.credits_cost,
             video_urls=list(info.video_urls),
