@@ -19,7 +19,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/reelbot.db"
 
 HOW_TO_FIX = {
-    "DISCORD_TOKEN": "the bot token from https://discord.com/developers/applications → Bot → Reset Token",
+    "DISCORD_TOKEN": (
+        "the bot token from https://discord.com/developers/applications → Bot → Reset Token "
+        '(no token yet? try the offline demo: reelbot generate --fake "a red fox in snow")'
+    ),
     "APIMART_API_KEY": "your key from APIMart's console (or try `reelbot generate --fake` without one)",
 }
 
@@ -48,7 +51,7 @@ class Settings(BaseSettings):
     APIMART_BASE_URL: str = "https://api.apimart.ai"
     DATABASE_URL: str = DEFAULT_DATABASE_URL
     POLL_INITIAL_DELAY: float = Field(5.0, gt=0, le=600)
-    POLL_INTERVAL: float = Field(5.0, gt=0, le=600)
+    POLL_INTERVAL: float = Field(4.5, gt=0, le=600)
     POLL_MAX_INTERVAL: float = Field(60.0, gt=0, le=3600)
     POLL_CONCURRENCY: int = Field(16, ge=1, le=512)
     API_REQUESTS_PER_SECOND: float = Field(20.0, gt=0, le=10_000)

@@ -26,6 +26,22 @@ log = logging.getLogger(__name__)
 
 EXTENSIONS = ("cogs.video",)
 
+#: What the bot needs in a channel: see it, post (also in threads), embed links, attach videos.
+PERMISSIONS = discord.Permissions(
+    view_channel=True,
+    send_messages=True,
+    send_messages_in_threads=True,
+    embed_links=True,
+    attach_files=True,
+)
+
+
+def invite_url(application_id: int) -> str:
+    """The link that adds the bot to a server with exactly the scopes and permissions it uses."""
+    return discord.utils.oauth_url(
+        application_id, permissions=PERMISSIONS, scopes=("bot", "applications.commands")
+    )
+
 
 class ReelTree(app_commands.CommandTree[Any]):
     """One `on_error` for every command (as Red's `RedTree`): three kinds of failure."""
@@ -116,3 +132,5 @@ class ReelBot(commands.Bot):
             getattr(self.user, "id", "?"),
             len(self.guilds),
         )
+        if self.application_id is not None:
+            log.info("invite link: %s", invite_url(self.application_id))

@@ -22,6 +22,7 @@ from bot.jobs import JobService
 from bot.poller import Notifier, Poller, RateLimiter, Schedule
 from bot.schedule import AdaptiveSchedule
 from bot.store import Store
+from bot.webhook import WebhookServer
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ class Runtime:
     jobs: JobService
     clock: Clock
     poller_task: asyncio.Task[None]
+    #: The callback listener, when WEBHOOK_PUBLIC_URL is set.
+    webhook: WebhookServer | None = None
 
     def set_notifier(self, notifier: Notifier) -> None:
         """Late binding for front ends that exist only after the runtime (the Discord bot)."""
@@ -44,10 +47,12 @@ class Runtime:
 
 
 def make_schedule(settings: Settings) -> Schedule:
+    """Adaptive polling; with a webhook configured, polls are only a sparse safety net."""
     return AdaptiveSchedule(
         initial_delay=settings.POLL_INITIAL_DELAY,
         min_interval=settings.POLL_INTERVAL,
         max_interval=settings.POLL_MAX_INTERVAL,
+        webhook=bool(settings.WEBHOOK_PUBLIC_URL),
     )
 
 
@@ -97,11 +102,19 @@ async def open_runtime(
             )
             poller_task = asyncio.create_task(poller.run(), name="reelbot-poller")
             runtime = Runtime(settings, session, store, api, poller, jobs, clock, poller_task)
-            if resume:
-                await jobs.resume()
             try:
+                if resume:
+                    await jobs.resume()
+                if webhook:
+                    # After resume, so a callback finds its task followed. Until it listens,
+                    # APIMart's callbacks fail and are retried (and polls still run).
+                    host, port = settings.webhook_listen
+                    runtime.webhook = WebhookServer(poller, host, port)
+                    await runtime.webhook.start()
                 yield runtime
             finally:
+                if runtime.webhook is not None:
+                    await runtime.webhook.close()
                 await poller.stop()
                 with contextlib.suppress(asyncio.CancelledError):
                     await poller_task
