@@ -23,7 +23,7 @@ from bot.testing.fake_discord import (
     discord_py_pointed_at,
 )
 
-SPEC = Path("/work/shared/discord-api-spec/openapi.json")
+SPEC = Path(__file__).resolve().parents[2] / "shared" / "discord-api-spec" / "openapi.json"
 TOKEN = "test-token-123"
 
 
