@@ -120,11 +120,12 @@ class JobService:
         try:
             self.check_files(job.request, files)
         except RequestInvalid as exc:
-            return await self._fail(job, "invalid_file", str(exc))
+            return await self.end(job, JobState.FAILED, "invalid_file", str(exc))
         try:
             request = await self._upload(job, files)
         except ApimartError as exc:
-            return await self._fail(job, "upload_failed", f"The image upload failed: {exc}")
+            message = f"The image upload failed: {exc}"
+            return await self.end(job, JobState.FAILED, "upload_failed", message)
         await self.store.update(job, state=JobState.SUBMITTING)
         payload = request.to_payload()
         if self.webhook_url:
@@ -133,19 +134,11 @@ class JobService:
             task_id = await self.api.submit(payload)
         except SubmitOutcomeUnknown as exc:
             log.warning("job %s: submit outcome unknown: %s", job.id, exc)
-            await self.store.update(
-                job,
-                state=JobState.UNKNOWN,
-                finished_at=self.clock.now(),
-                error_code="submit_unknown",
-                error_message=UNKNOWN_MESSAGE,
-            )
-            await self.poller.deliver(job)
-            return job
+            return await self.end(job, JobState.UNKNOWN, "submit_unknown", UNKNOWN_MESSAGE)
         except ApimartError as exc:
             if isinstance(exc, PaymentRequired | AuthenticationFailed):
                 log.error("job %s: operator action needed: %s", job.id, exc)
-            return await self._fail(job, _error_code(exc), _refusal(exc))
+            return await self.end(job, JobState.FAILED, _error_code(exc), _refusal(exc))
         await self.store.update(
             job, state=JobState.RUNNING, task_id=task_id, submitted_at=self.clock.now()
         )
@@ -179,27 +172,12 @@ class JobService:
                 self.poller.track(job)
                 counts["polling"] += 1
             elif job.state is JobState.CREATED:
-                await self.store.update(
-                    job,
-                    state=JobState.FAILED,
-                    finished_at=self.clock.now(),
-                    error_code="interrupted",
-                    error_message=INTERRUPTED_MESSAGE,
-                    cost=0.0,
-                )
+                await self.end(job, JobState.FAILED, "interrupted", INTERRUPTED_MESSAGE, later=True)
                 counts["interrupted"] += 1
-                self.poller.spawn(self.poller.deliver(job))
             elif job.state is JobState.SUBMITTING:
                 # The submit may have reached APIMart before the crash: say so, never resend.
-                await self.store.update(
-                    job,
-                    state=JobState.UNKNOWN,
-                    finished_at=self.clock.now(),
-                    error_code="submit_unknown",
-                    error_message=UNKNOWN_MESSAGE,
-                )
+                await self.end(job, JobState.UNKNOWN, "submit_unknown", UNKNOWN_MESSAGE, later=True)
                 counts["unknown"] += 1
-                self.poller.spawn(self.poller.deliver(job))
             else:
                 counts["redelivered"] += 1
                 self.poller.spawn(self.poller.deliver(job))
@@ -220,17 +198,29 @@ class JobService:
         await self.store.replace_request(job, request)
         return request
 
-    async def _fail(self, job: Job, code: str, message: str) -> Job:
-        log.info("job %s: not started: %s", job.id, message)
-        await self.store.update(
-            job,
-            state=JobState.FAILED,
-            finished_at=self.clock.now(),
-            error_code=code,
-            error_message=message,
-            cost=0.0,
-        )
-        await self.poller.deliver(job)
+    async def end(
+        self, job: Job, state: JobState, code: str, message: str, *, later: bool = False
+    ) -> Job:
+        """Close a job that never got (or may have got) a task at APIMart, and say so once.
+
+        A `failed` job here was never accepted, so it cost nothing; an `unknown` one may have
+        been, so its cost stays unknown. `later=True` delivers in the background (at startup,
+        before Discord is connected).
+        """
+        log.info("job %s: %s before polling: %s", job.id, state.value, message)
+        fields: dict[str, Any] = {
+            "state": state,
+            "finished_at": self.clock.now(),
+            "error_code": code,
+            "error_message": message,
+        }
+        if state is JobState.FAILED:
+            fields["cost"] = 0.0
+        await self.store.update(job, **fields)
+        if later:
+            self.poller.spawn(self.poller.deliver(job))
+        else:
+            await self.poller.deliver(job)
         return job
 
 

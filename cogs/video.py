@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import discord
 from discord import app_commands
@@ -322,16 +322,7 @@ class VideoCog(commands.Cog, name="Video"):
             ]
         except (discord.HTTPException, OSError) as exc:
             log.warning("job %s: could not read an attachment: %s", job.id, exc)
-            await runtime.store.update(
-                job,
-                state=JobState.FAILED,
-                finished_at=runtime.clock.now(),
-                error_code="attachment_unreadable",
-                error_message=UNREADABLE,
-                cost=0.0,
-            )
-            await runtime.poller.deliver(job)
-            return job
+            return await runtime.jobs.end(job, JobState.FAILED, "attachment_unreadable", UNREADABLE)
         return await runtime.jobs.launch(job, files)
 
     async def reroll(self, interaction: discord.Interaction, job_id: int) -> None:
@@ -382,58 +373,42 @@ def upload_limit(interaction: discord.Interaction) -> int:
 # -- persistent buttons --------------------------------------------------------------------
 
 
-class RerollButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"reelbot:reroll:(?P<job_id>[0-9]+)"
+class JobButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=r"reelbot:(?P<action>reroll|details):(?P<job_id>[0-9]+)",
 ):
-    """Re-roll: the same request again. The job id in `custom_id` survives restarts."""
+    """Re-roll (same request again, requester only) or Details (parameters, privately).
 
-    def __init__(self, job_id: int) -> None:
+    The action and job id live in `custom_id`, so the buttons work after a restart.
+    """
+
+    LOOKS: ClassVar[dict[str, dict[str, Any]]] = {
+        "reroll": {"label": "Re-roll", "emoji": "🎲", "style": discord.ButtonStyle.primary},
+        "details": {"label": "Details", "style": discord.ButtonStyle.secondary},
+    }
+
+    def __init__(self, action: str, job_id: int) -> None:
         super().__init__(
-            discord.ui.Button(
-                label="Re-roll",
-                emoji="🎲",
-                style=discord.ButtonStyle.primary,
-                custom_id=f"reelbot:reroll:{job_id}",
-            )
+            discord.ui.Button(custom_id=f"reelbot:{action}:{job_id}", **self.LOOKS[action])
         )
+        self.action = action
         self.job_id = job_id
 
     @classmethod
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> RerollButton:
-        return cls(int(match["job_id"]))
+    ) -> JobButton:
+        return cls(match["action"], int(match["job_id"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
-        await _cog(interaction).reroll(interaction, self.job_id)
+        cog = _cog(interaction)
+        if self.action == "reroll":
+            await cog.reroll(interaction, self.job_id)
+        else:
+            await cog.details(interaction, self.job_id)
 
 
-class DetailsButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"reelbot:details:(?P<job_id>[0-9]+)"
-):
-    """Details: the parameters and task id, shown only to whoever clicks."""
-
-    def __init__(self, job_id: int) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Details",
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"reelbot:details:{job_id}",
-            )
-        )
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
-    ) -> DetailsButton:
-        return cls(int(match["job_id"]))
-
-    async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
-        await _cog(interaction).details(interaction, self.job_id)
-
-
-DYNAMIC_ITEMS: tuple[type[discord.ui.DynamicItem[Any]], ...] = (RerollButton, DetailsButton)
+DYNAMIC_ITEMS: tuple[type[discord.ui.DynamicItem[Any]], ...] = (JobButton,)
 
 
 def _cog(interaction: discord.Interaction) -> VideoCog:
@@ -449,8 +424,8 @@ def result_view(job: Job) -> discord.ui.View:
     """The buttons under a result message (Re-roll only where re-rolling can work)."""
     view = discord.ui.View(timeout=None)
     if not job.request.pending_uploads:
-        view.add_item(RerollButton(job.id))
-    view.add_item(DetailsButton(job.id))
+        view.add_item(JobButton("reroll", job.id))
+    view.add_item(JobButton("details", job.id))
     return view
 
 
