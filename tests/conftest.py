@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -11,16 +12,35 @@ from typing import Any
 
 import aiohttp
 import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.apimart import ApimartClient, RetryPolicy
 from bot.clock import SystemClock
+from bot.config import Settings
 from bot.jobs import JobService
 from bot.poller import FixedSchedule, Poller, RateLimiter
-from bot.store import Store
+from bot.store import Store, metadata
 from bot.testing.fake_apimart import FakeApimart
 from bot.testing.notifier import RecordingNotifier
 
 API_KEY = "sk-test-0123456789abcdef"
+#: A PostgreSQL database the tests may wipe; `.ci/run` starts one and sets this.
+POSTGRES_URL = os.environ.get("REELBOT_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every store-backed test runs on SQLite and, where one is available, on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}"
+    if not POSTGRES_URL:
+        pytest.skip("PostgreSQL: set REELBOT_TEST_POSTGRES_URL (.ci/run does)")
+    url = Settings(_env_file=None, DATABASE_URL=POSTGRES_URL).DATABASE_URL  # type: ignore[call-arg]
+    engine = create_async_engine(url)
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.drop_all)
+    await engine.dispose()
+    return url
 
 
 @pytest.fixture
@@ -49,13 +69,13 @@ PipelineFactory = Callable[..., Any]
 
 
 @pytest.fixture
-async def make_pipeline(api_url: str, tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+async def make_pipeline(api_url: str, database_url: str) -> AsyncIterator[Callable[..., Any]]:
     """Open a pipeline on a database file; several may be opened in turn (a "restart")."""
     async with aiohttp.ClientSession() as session:
 
         @asynccontextmanager
         async def open_pipeline(
-            *, timeout: float = 2.0, db: str = "jobs.db", resume: bool = True, **poller_kw: Any
+            *, timeout: float = 2.0, resume: bool = True, **poller_kw: Any
         ) -> AsyncIterator[Pipeline]:
             clock = SystemClock()
             limiter = RateLimiter(clock, rate=500.0)
@@ -67,7 +87,7 @@ async def make_pipeline(api_url: str, tmp_path: Path) -> AsyncIterator[Callable[
                 retry=RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05),
                 on_rate_limited=None,
             )
-            store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / db}")
+            store = await Store.open(database_url)
             notifier = RecordingNotifier()
             schedule = FixedSchedule(initial_delay=0.03, interval=0.03, max_interval=0.1)
             poller = Poller(api, store, notifier, clock, schedule, limiter, **poller_kw)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -12,14 +13,14 @@ from bot.store import Store
 
 
 @pytest.fixture
-async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    opened = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}")
+async def store(database_url: str) -> AsyncIterator[Store]:
+    opened = await Store.open(database_url)
     yield opened
     await opened.close()
 
 
-async def test_a_job_survives_reopening_the_database(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}"
+async def test_a_job_survives_reopening_the_database(database_url: str) -> None:
+    url = database_url
     first = await Store.open(url)
     request = build_request(
         model="veo3.1-fast-official", prompt="p", seed=7, images=["https://a/b.png"]
