@@ -143,15 +143,23 @@ def _add_field(embed: discord.Embed, name: str, value: str, *, inline: bool = Tr
 # -- the messages --------------------------------------------------------------------------
 
 
+#: The status message's title icon once a job has ended (a film clapper while it runs).
+STATUS_ICONS = {
+    JobState.COMPLETED: "✅",
+    JobState.FAILED: "⚠️",
+    JobState.CANCELLED: "⚠️",
+    JobState.UNKNOWN: "❔",
+}
+
+
 def status(job: Job, now: float) -> Rendered:
     """The one status message of a job: model, parameters, progress bar, elapsed, estimate."""
     request = job.request
-    percent = 100 if job.state is JobState.COMPLETED else job.progress
-    lines = [
-        f"> {prompt_preview(request.prompt)}",
-        f"`{request.summary()}`",
-        f"`{progress_bar(percent)}`",
-    ]
+    lines = [f"> {prompt_preview(request.prompt)}", f"`{request.summary()}`"]
+    if job.state is JobState.COMPLETED:
+        lines.append(f"`{progress_bar(100)}`")
+    elif not job.state.terminal:
+        lines.append(f"`{progress_bar(job.progress)}`")
     times = [f"{_state_label(job)} · elapsed {duration_text(_elapsed(job, now))}"]
     if job.estimated_time and not job.state.terminal:
         times.append(f"APIMart estimates {duration_text(job.estimated_time)}")
@@ -160,7 +168,8 @@ def status(job: Job, now: float) -> Rendered:
         lines.append(f"-# {note}")
     if job.state.terminal and job.error_message:
         lines.append(job.error_message)
-    embed = _embed(f"🎬 Job #{job.id} · {request.spec.label}", "\n".join(lines), _colour(job))
+    icon = STATUS_ICONS.get(job.state, "🎬")
+    embed = _embed(f"{icon} Job #{job.id} · {request.spec.label}", "\n".join(lines), _colour(job))
     if job.task_id:
         embed.set_footer(text=f"task {job.task_id}")
     return Rendered(embeds=[embed])
