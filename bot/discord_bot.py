@@ -19,6 +19,7 @@ from discord.ext import commands
 
 from bot.apimart import ApimartError, PaymentRequired
 from bot.discord_notifier import DiscordNotifier
+from bot.jobs import BALANCE_EMPTY
 from bot.request import RequestInvalid
 from bot.runtime import Runtime
 
@@ -60,7 +61,7 @@ class ReelTree(app_commands.CommandTree[Any]):
         elif isinstance(original, ApimartError):
             if isinstance(original, PaymentRequired):
                 log.error("/%s: APIMart balance is empty: %s", name, original)
-                message = "The server's APIMart balance is too low for this video. An admin has been told."
+                message = BALANCE_EMPTY
             else:
                 message = f"APIMart refused: {original.api_message or original}"
         else:

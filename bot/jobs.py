@@ -35,6 +35,10 @@ UNKNOWN_MESSAGE = (
     "APIMart did not confirm the submit (no answer in time). The video may still be made and "
     "billed; it was not sent again to avoid a double charge."
 )
+BALANCE_EMPTY = (
+    "The server's APIMart balance is empty (or too low for this video), so nothing was made "
+    "or charged. The bot's operator has been alerted; please try again once it is topped up."
+)
 INTERRUPTED_MESSAGE = "reelbot stopped before this job was sent to APIMart. Nothing was charged."
 
 
@@ -231,7 +235,7 @@ def _error_code(exc: ApimartError) -> str:
 def _refusal(exc: ApimartError) -> str:
     """A sentence for the requester; the API's own words are kept (they may be Korean)."""
     if isinstance(exc, PaymentRequired):
-        return "The server's APIMart balance is too low for this video. An admin has been told."
+        return BALANCE_EMPTY
     if isinstance(exc, AuthenticationFailed):
         return "reelbot's APIMart key was refused. The operator needs to check APIMART_API_KEY."
     if isinstance(exc, RateLimited):
