@@ -64,8 +64,12 @@ async def open_runtime(
     clock: Clock | None = None,
     database_url: str | None = None,
     resume: bool = True,
+    schedule: Schedule | None = None,
 ) -> AsyncIterator[Runtime]:
-    """Open everything, resume unfinished jobs, start the poller; undo it all on exit."""
+    """Open everything, resume unfinished jobs, start the poller; undo it all on exit.
+
+    `schedule` defaults to the adaptive one (`make_schedule`), right for a bot with many jobs.
+    """
     clock = clock or SystemClock()
     url = database_url or settings.DATABASE_URL
     if path := (settings.sqlite_path() if database_url is None else None):
@@ -87,7 +91,7 @@ async def open_runtime(
                 store,
                 notifier,
                 clock,
-                make_schedule(settings),
+                schedule or make_schedule(settings),
                 limiter,
                 concurrency=settings.POLL_CONCURRENCY,
             )

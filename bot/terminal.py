@@ -19,6 +19,7 @@ from aiohttp import web
 from bot.config import Settings
 from bot.job import Job
 from bot.jobs import ImageFile
+from bot.poller import FixedSchedule
 from bot.request import VideoRequest
 from bot.runtime import open_runtime
 
@@ -121,8 +122,15 @@ async def run_generate(
             base_url = await stack.enter_async_context(fake_api_server())
             settings = settings.model_copy(update={"APIMART_BASE_URL": base_url})
             database_url = "sqlite+aiosqlite:///:memory:"
+        # One job with a person watching its progress bar: poll at the documented steady
+        # pace. Saving requests is the bot's concern (many jobs), not this command's.
+        schedule = FixedSchedule(
+            settings.POLL_INITIAL_DELAY, settings.POLL_INTERVAL, settings.POLL_MAX_INTERVAL
+        )
         runtime = await stack.enter_async_context(
-            open_runtime(settings, notifier, database_url=database_url, resume=False)
+            open_runtime(
+                settings, notifier, database_url=database_url, resume=False, schedule=schedule
+            )
         )
         job = await runtime.jobs.create(request, origin={"kind": "cli"})
         waiter = notifier.waiter(job.id)
