@@ -722,29 +722,35 @@ class FakeApimart:
             {"code": 200, "data": [{"status": "submitted", "task_id": task.task_id}]}
         )
 
-    async def _h_task(self, request: web.Request) -> web.StreamResponse:
-        inj = self._take_injection("task")
+    async def _gate(self, endpoint: str, request: web.Request) -> web.StreamResponse | None:
+        """Injected faults first, then the API key: the answer to give, or None to go on.
+
+        A refused request's body is read to the end first, so the client sees the answer
+        rather than a reset connection (it matters for large uploads).
+        """
+        inj = self._take_injection(endpoint)
         if inj is not None:
             if inj.status == 200 and inj.body is None:
                 await asyncio.sleep(inj.delay)
             else:
+                await self._drain(request)
                 return await self._injected_response(inj)
         if not self._authorized(request):
+            await self._drain(request)
             return _err(401, "invalid API key", "authentication_error")
+        return None
+
+    async def _h_task(self, request: web.Request) -> web.StreamResponse:
+        if (refusal := await self._gate("task", request)) is not None:
+            return refusal
         task = self.tasks.get(request.match_info["task_id"])
         if task is None:
             return _err(404, "task not found", "not_found_error")
         return web.json_response(self.status_payload(task))
 
     async def _h_balance(self, request: web.Request) -> web.StreamResponse:
-        inj = self._take_injection("balance")
-        if inj is not None:
-            if inj.status == 200 and inj.body is None:
-                await asyncio.sleep(inj.delay)
-            else:
-                return await self._injected_response(inj)
-        if not self._authorized(request):
-            return _err(401, "invalid API key", "authentication_error")
+        if (refusal := await self._gate("balance", request)) is not None:
+            return refusal
         return web.json_response(
             {
                 "success": True,
@@ -755,16 +761,8 @@ class FakeApimart:
         )
 
     async def _h_upload(self, request: web.Request) -> web.StreamResponse:
-        inj = self._take_injection("upload")
-        if inj is not None:
-            if inj.status == 200 and inj.body is None:
-                await asyncio.sleep(inj.delay)
-            else:
-                await self._drain(request)
-                return await self._injected_response(inj)
-        if not self._authorized(request):
-            await self._drain(request)
-            return _err(401, "invalid API key", "authentication_error")
+        if (refusal := await self._gate("upload", request)) is not None:
+            return refusal
         if not request.content_type.startswith("multipart/"):
             await self._drain(request)
             return _err(400, "multipart/form-data with a 'file' field is required")
