@@ -459,7 +459,8 @@ class Poller:
             info.cost,
             info.credits_cost,
         )
-        await self.deliver(tracked.job)
+        # Posting a result (a video download, an upload to Discord) must not hold a poll slot.
+        self._spawn(self.deliver(tracked.job))
 
     async def _lost(self, tracked: Tracked) -> None:
         self._untrack(tracked)
@@ -471,7 +472,8 @@ class Poller:
             error_message="APIMart no longer knows this task; it cannot be followed any further.",
         )
         log.warning("job %s: task %s not found, given up", tracked.job.id, tracked.job.task_id)
-        await self.deliver(tracked.job)
+        # Posting a result (a video download, an upload to Discord) must not hold a poll slot.
+        self._spawn(self.deliver(tracked.job))
 
     async def _notify_progress(self, job: Job) -> None:
         try:
