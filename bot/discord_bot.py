@@ -82,6 +82,11 @@ async def reply_privately(interaction: discord.Interaction, message: str) -> Non
         log.warning("could not tell the user about an error: %s", exc)
 
 
+# reelbot never joins voice: don't warn every start that voice libraries are missing.
+discord.VoiceClient.warn_nacl = False
+discord.VoiceClient.warn_dave = False
+
+
 class ReelBot(commands.Bot):
     """reelbot on Discord. `runtime=None` builds the command tree only (`reelbot commands`)."""
 
