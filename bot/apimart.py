@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -234,6 +235,9 @@ _BY_TYPE: dict[str, type[ApimartError]] = {
     "server_error": ServerError,
     "bad_gateway": ServerError,
 }
+
+
+_BEARER = re.compile(r"Bearer\s+[^\s\"'<>,;]+", re.IGNORECASE)
 
 
 def _class_for(status: int | None, error_type: str | None) -> type[ApimartError]:
@@ -692,9 +696,11 @@ class ApimartClient:
         return self._decode(method, path, status, raw, retry_after)
 
     def _scrub(self, text: str) -> str:
+        """Remove the key (and any bearer token) from text bound for logs, then shorten it."""
         key = self._key.get_secret_value()
         if key and key in text:
             text = text.replace(key, "***")
+        text = _BEARER.sub("Bearer ***", text)
         text = " ".join(text.split())
         if len(text) > _MAX_API_MESSAGE:
             text = text[: _MAX_API_MESSAGE - 1] + "…"
@@ -722,7 +728,12 @@ class ApimartClient:
                 )
             code = _num(parsed.get("code"))
             error_obj = parsed.get("error")
-            if not error_obj and (code is None or int(code) == 200):
+            # Success: no error object and a success code (200, or 0 as some gateways say),
+            # or data with a non-error code. A submit answered with a task id must never be
+            # mistaken for an error: the task exists and will be billed.
+            success_code = code is None or int(code) in (0, 200)
+            has_data = parsed.get("data") is not None and (code is None or int(code) < 400)
+            if not error_obj and (success_code or has_data):
                 return parsed
             hint = _num(error_obj.get("code")) if isinstance(error_obj, dict) else None
             hint = hint if hint is not None else code
@@ -749,7 +760,8 @@ class ApimartClient:
             if api_message is None:
                 api_message = _str(parsed.get("message")) or _str(parsed.get("msg"))
         elif raw:  # e.g. an HTML page from a proxy: a short excerpt helps the operator
-            api_message = raw[:200].decode("utf-8", "replace")
+            # Scrubbed whole before it is cut (in _scrub), so no part of a key survives a cut.
+            api_message = raw.decode("utf-8", "replace")
         if api_message:
             api_message = self._scrub(api_message)
 

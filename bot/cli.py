@@ -263,7 +263,7 @@ def _generate(args: argparse.Namespace) -> int:
         from bot.terminal import format_outcome
 
         print(format_outcome(job))
-    if job.state.value == "completed":
+    if job.state.value == "completed" and job.video_urls:
         return EXIT_OK
     return EXIT_TASK_FAILED if job.task_id else EXIT_API
 

@@ -130,7 +130,9 @@ def load_settings(*, require: tuple[str, ...] = (), env_file: str | None = ".env
         for err in exc.errors():
             name = ".".join(str(p) for p in err["loc"]) or "settings"
             value = err.get("input")
-            shown = "" if name in HOW_TO_FIX or isinstance(value, dict) else f" (got {value!r})"
+            # Never echo secrets: the tokens, nor a database URL (it may carry a password).
+            hidden = name in HOW_TO_FIX or name == "DATABASE_URL" or isinstance(value, dict)
+            shown = "" if hidden else f" (got {value!r})"
             problems.append(f"{name}: {err['msg']}{shown}")
         settings = None
     for name in require:

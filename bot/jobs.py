@@ -19,7 +19,9 @@ from bot.apimart import (
     ApiUnreachable,
     AuthenticationFailed,
     PaymentRequired,
+    ProtocolError,
     RateLimited,
+    ServerError,
     SubmitOutcomeUnknown,
     UploadedImage,
 )
@@ -31,10 +33,10 @@ from bot.store import Store
 
 log = logging.getLogger(__name__)
 
-UNKNOWN_MESSAGE = (
-    "APIMart did not confirm the submit (no answer in time). The video may still be made and "
-    "billed; it was not sent again to avoid a double charge."
+UNKNOWN_SUFFIX = (
+    " The video may still be made and billed; it was not sent again to avoid a double charge."
 )
+UNKNOWN_AFTER_RESTART = "reelbot stopped while sending this job to APIMart." + UNKNOWN_SUFFIX
 BALANCE_EMPTY = (
     "The server's APIMart balance is empty (or too low for this video), so nothing was made "
     "or charged. The bot's operator has been alerted; please try again once it is topped up."
@@ -138,7 +140,7 @@ class JobService:
             task_id = await self.api.submit(payload)
         except SubmitOutcomeUnknown as exc:
             log.warning("job %s: submit outcome unknown: %s", job.id, exc)
-            return await self.end(job, JobState.UNKNOWN, "submit_unknown", UNKNOWN_MESSAGE)
+            return await self.end(job, JobState.UNKNOWN, "submit_unknown", _unknown_message(exc))
         except ApimartError as exc:
             if isinstance(exc, PaymentRequired | AuthenticationFailed):
                 log.error("job %s: operator action needed: %s", job.id, exc)
@@ -180,7 +182,9 @@ class JobService:
                 counts["interrupted"] += 1
             elif job.state is JobState.SUBMITTING:
                 # The submit may have reached APIMart before the crash: say so, never resend.
-                await self.end(job, JobState.UNKNOWN, "submit_unknown", UNKNOWN_MESSAGE, later=True)
+                await self.end(
+                    job, JobState.UNKNOWN, "submit_unknown", UNKNOWN_AFTER_RESTART, later=True
+                )
                 counts["unknown"] += 1
             else:
                 counts["redelivered"] += 1
@@ -226,6 +230,19 @@ class JobService:
         else:
             await self.poller.deliver(job)
         return job
+
+
+def _unknown_message(exc: SubmitOutcomeUnknown) -> str:
+    """Why the submit's outcome is unknown, in the requester's words, then what it means."""
+    cause = exc.cause
+    if isinstance(cause, ServerError):
+        status = f" ({cause.status})" if cause.status else ""
+        why = f"APIMart answered the submit with a server error{status}."
+    elif isinstance(cause, ProtocolError):
+        why = "APIMart's answer to the submit could not be read."
+    else:
+        why = "APIMart did not answer the submit in time (or the connection dropped)."
+    return why + UNKNOWN_SUFFIX
 
 
 def _error_code(exc: ApimartError) -> str:

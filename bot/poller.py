@@ -20,9 +20,11 @@ from typing import Any, Protocol
 
 from bot.apimart import (
     ApimartError,
+    ApiUnreachable,
     AuthenticationFailed,
     PermissionDenied,
     RateLimited,
+    ServerError,
     TaskInfo,
     TaskNotFound,
 )
@@ -37,6 +39,15 @@ NOT_FOUND_LIMIT = 3
 PROGRESS_FLUSH_EVERY = 2.0
 #: On shutdown, polls and deliveries under way get this long (seconds) to finish.
 DRAIN_TIMEOUT = 5.0
+#: A 429's Retry-After pauses every poll; a huge value must not freeze the bot for hours.
+MAX_PAUSE = 60.0
+#: Answers that retrying will not fix (a 4xx, an unreadable answer, a refused key) in a row
+#: before the job is given up as `unknown` (it may still finish and be billed at APIMart).
+REFUSAL_LIMIT = 10
+#: A task still running after this long (seconds) is no longer followed (docs: 3–5 minutes).
+MAX_JOB_AGE = 6 * 3600.0
+#: A webhook hint for a task not yet followed (it raced the submit's answer) is kept this long.
+EARLY_HINT_TTL = 120.0
 #: Webhook hints poll one task at most this often (seconds), however many arrive.
 POKE_MIN_GAP = 1.0
 
@@ -79,6 +90,8 @@ class Tracked:
     first_progress_at: float | None = None
     failures: int = 0
     not_found: int = 0
+    #: Consecutive answers that retrying will not fix (see REFUSAL_LIMIT).
+    refusals: int = 0
     #: When the last poll was sent (0 before the first).
     last_poll_at: float = 0.0
     #: A webhook hint came while a poll was in flight: poll again as soon as it returns.
@@ -178,7 +191,11 @@ class RateLimiter:
             self._last_cut = now
             self.rate = max(self.max_rate / 32, self.rate / 2)
         self._tokens = 0.0
-        self._paused_until = max(self._paused_until, now + (retry_after or 1.0))
+        pause = retry_after or 1.0
+        if pause > MAX_PAUSE:
+            log.warning("429 asked for a %.0f s pause; pausing all polls %.0f s", pause, MAX_PAUSE)
+            pause = MAX_PAUSE
+        self._paused_until = max(self._paused_until, now + pause)
 
 
 def _run_seconds(info: TaskInfo, tracked: Tracked, now: float) -> float:
@@ -215,6 +232,7 @@ class Poller:
         self._seq = itertools.count()
         self._tracked: dict[int, Tracked] = {}
         self._by_task: dict[str, int] = {}
+        self._early_hints: dict[str, float] = {}
         self._inflight: set[asyncio.Task[None]] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._retries: set[asyncio.Task[None]] = set()
@@ -245,7 +263,23 @@ class Poller:
         tracked.last_progress_at = begun
         self._tracked[job.id] = tracked
         self._by_task[job.task_id] = job.id
-        self._push(tracked, self.schedule.first_due(tracked, self.clock.now()))
+        now = self.clock.now()
+        hinted = self._early_hints.pop(job.task_id, None)
+        if hinted is not None and now - hinted <= EARLY_HINT_TTL:
+            self._push(tracked, now)  # a callback beat the submit's answer here: look now
+        else:
+            self._push(tracked, self.schedule.first_due(tracked, now))
+
+    def _remember_hint(self, task_id: str) -> None:
+        """Keep a hint for a task that may be tracked in a moment (bounded, short-lived)."""
+        now = self.clock.now()
+        if len(self._early_hints) >= 1024:
+            self._early_hints = {
+                t: at for t, at in self._early_hints.items() if now - at <= EARLY_HINT_TTL
+            }
+            if len(self._early_hints) >= 1024:
+                return  # a flood of unknown ids: forget them rather than grow
+        self._early_hints[task_id] = now
 
     def poke(self, task_id: str) -> bool:
         """Poll this task now (a webhook said it may be done). Unknown tasks are ignored.
@@ -258,6 +292,7 @@ class Poller:
         """
         job_id = self._by_task.get(task_id)
         if job_id is None:
+            self._remember_hint(task_id)
             return False
         tracked = self._tracked[job_id]
         if tracked.due == float("inf"):  # a poll is in flight
@@ -346,16 +381,32 @@ class Poller:
         """
         for task in self._retries:
             task.cancel()
-        busy = self._inflight | self._background
-        if busy:
-            _, pending = await asyncio.wait(busy, timeout=DRAIN_TIMEOUT)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*busy, return_exceptions=True)
+        deadline = self.clock.now() + DRAIN_TIMEOUT
+        # Polls finishing now may start deliveries: keep waiting until nothing is left.
+        while busy := self._inflight | self._background:
+            left = deadline - self.clock.now()
+            if left <= 0:
+                for task in busy:
+                    task.cancel()
+                await asyncio.gather(*busy, return_exceptions=True)
+                break
+            await asyncio.wait(busy, timeout=left)
         if self._dirty:
             await self._flush_progress()
 
     async def _poll(self, tracked: Tracked) -> None:
+        """One poll; whatever goes wrong, the job stays followed (never silently dropped)."""
+        try:
+            await self._poll_once(tracked)
+        except Exception:
+            # A database error, a bug: log it and look again later. The store still says
+            # `running`, so a restart would pick the job up too.
+            self.errors += 1
+            log.exception("job %s: handling a poll failed; will retry", tracked.job.id)
+            if tracked.job.id in self._tracked and tracked.due == float("inf"):
+                self._retry(tracked)
+
+    async def _poll_once(self, tracked: Tracked) -> None:
         job = tracked.job
         assert job.task_id is not None
         try:
@@ -367,33 +418,44 @@ class Poller:
         except RateLimited as exc:
             self.errors += 1
             self.limiter.penalize(exc.retry_after)
-            self._retry(tracked)
+            await self._retry_or_give_up(tracked)
             return
-        except TaskNotFound:
+        except (ServerError, ApiUnreachable) as exc:
             self.errors += 1
-            tracked.not_found += 1
-            if tracked.not_found >= NOT_FOUND_LIMIT:
-                await self._lost(tracked)
-            else:
-                self._retry(tracked)
-            return
-        except (AuthenticationFailed, PermissionDenied) as exc:
-            self.errors += 1
-            log.error("job %s: the API refused to show task %s: %s", job.id, job.task_id, exc)
-            tracked.failures = max(tracked.failures, 6)
-            self._retry(tracked)
+            log.warning("job %s: poll failed, will retry: %s", job.id, exc)
+            await self._retry_or_give_up(tracked)
             return
         except ApimartError as exc:
             self.errors += 1
-            log.warning("job %s: poll failed, will retry: %s", job.id, exc)
-            self._retry(tracked)
+            if isinstance(exc, TaskNotFound) or exc.status == 410:
+                tracked.not_found += 1
+                if tracked.not_found >= NOT_FOUND_LIMIT:
+                    await self._lost(tracked)
+                else:
+                    self._retry(tracked)
+                return
+            # 401/403, another 4xx, an unreadable answer: retrying may not help. Keep trying
+            # slowly (a key can be fixed), but give the job up after REFUSAL_LIMIT in a row.
+            tracked.refusals += 1
+            log.error("job %s: polling task %s refused: %s", job.id, job.task_id, exc)
+            if tracked.refusals >= REFUSAL_LIMIT:
+                await self._give_up(tracked, f"APIMart kept refusing to show it ({exc}).")
+                return
+            if isinstance(exc, AuthenticationFailed | PermissionDenied):
+                tracked.failures = max(tracked.failures, 6)
+            await self._retry_or_give_up(tracked)
             return
         tracked.failures = 0
         tracked.not_found = 0
+        tracked.refusals = 0
         tracked.info = info
         now = self.clock.now()
         if info.terminal:
             await self._finish(tracked, info, now)
+            return
+        if now - tracked.started > MAX_JOB_AGE:
+            hours = MAX_JOB_AGE / 3600
+            await self._give_up(tracked, f"APIMart had not finished it after {hours:.0f} hours.")
             return
         progress = info.progress if info.progress is not None else job.progress
         if progress != tracked.last_progress:
@@ -407,6 +469,16 @@ class Poller:
             self._dirty[job.id] = tracked
             await self._notify_progress(job)
         self._push(tracked, self._hinted(tracked, self.schedule.next_due(tracked, info, now)))
+
+    async def _retry_or_give_up(self, tracked: Tracked) -> None:
+        """Retry after an error, unless the job has been followed for too long already."""
+        if self.clock.now() - tracked.started > MAX_JOB_AGE:
+            hours = MAX_JOB_AGE / 3600
+            await self._give_up(
+                tracked, f"APIMart could not be asked about it for {hours:.0f} hours."
+            )
+        else:
+            self._retry(tracked)
 
     def _hinted(self, tracked: Tracked, due: float) -> float:
         """A webhook hint that came during the poll moves the next one forward."""
@@ -429,16 +501,29 @@ class Poller:
             self._by_task.pop(job.task_id, None)
 
     async def _finish(self, tracked: Tracked, info: TaskInfo, now: float) -> None:
-        self._untrack(tracked)
-        self.schedule.finished(tracked, info, now)
+        """Record the outcome first; only then stop following the job and deliver it."""
         state = {
             "completed": JobState.COMPLETED,
             "failed": JobState.FAILED,
             "cancelled": JobState.CANCELLED,
         }[info.status]
-        progress = 100 if state is JobState.COMPLETED else (info.progress or tracked.job.progress)
+        job = tracked.job
+        progress = 100 if state is JobState.COMPLETED else (info.progress or job.progress)
+        error_code, error_message = info.error_code, info.error_message
+        if state is JobState.COMPLETED and not info.video_urls:
+            log.warning(
+                "job %s: task %s completed without a video URL; answer keys: %s",
+                job.id,
+                job.task_id,
+                sorted(info.raw),
+            )
+            error_code = error_code or "no_video_url"
+            error_message = error_message or (
+                f"APIMart reports this video done but sent no link (task {job.task_id}). "
+                "The operator can look the task up in APIMart's console."
+            )
         await self.store.update(
-            tracked.job,
+            job,
             state=state,
             progress=progress,
             estimated_time=info.estimated_time,
@@ -448,22 +533,23 @@ class Poller:
             credits_cost=info.credits_cost,
             video_urls=list(info.video_urls),
             expires_at=info.expires_at,
-            error_code=info.error_code,
-            error_message=info.error_message,
+            error_code=error_code,
+            error_message=error_message,
         )
+        self._untrack(tracked)
+        self.schedule.finished(tracked, info, now)
         log.info(
             "job %s: %s (task %s, cost %s, credits %s)",
-            tracked.job.id,
+            job.id,
             state.value,
-            tracked.job.task_id,
+            job.task_id,
             info.cost,
             info.credits_cost,
         )
         # Posting a result (a video download, an upload to Discord) must not hold a poll slot.
-        self._spawn(self.deliver(tracked.job))
+        self._spawn(self.deliver(job))
 
     async def _lost(self, tracked: Tracked) -> None:
-        self._untrack(tracked)
         await self.store.update(
             tracked.job,
             state=JobState.FAILED,
@@ -471,9 +557,26 @@ class Poller:
             error_code="task_not_found",
             error_message="APIMart no longer knows this task; it cannot be followed any further.",
         )
+        self._untrack(tracked)
         log.warning("job %s: task %s not found, given up", tracked.job.id, tracked.job.task_id)
-        # Posting a result (a video download, an upload to Discord) must not hold a poll slot.
         self._spawn(self.deliver(tracked.job))
+
+    async def _give_up(self, tracked: Tracked, why: str) -> None:
+        """Stop following a job whose end cannot be learned; it may still be billed."""
+        job = tracked.job
+        await self.store.update(
+            job,
+            state=JobState.UNKNOWN,
+            finished_at=self.clock.now(),
+            error_code="not_followed",
+            error_message=(
+                f"reelbot stopped following task {job.task_id}: {why} "
+                "If it finishes later it may still be billed."
+            ),
+        )
+        self._untrack(tracked)
+        log.warning("job %s: given up on task %s: %s", job.id, job.task_id, why)
+        self._spawn(self.deliver(job))
 
     async def _notify_progress(self, job: Job) -> None:
         try:
@@ -493,12 +596,18 @@ class Poller:
                 self._retries.add(retry)
                 retry.add_done_callback(self._retries.discard)
             return
-        await self.store.update(job, delivered=True)
+        try:
+            await self.store.update(job, delivered=True)
+        except Exception:
+            # The requester has the result; only the flag is missing (a restart would post it
+            # again). Log loudly rather than retry the delivery itself.
+            log.exception("job %s: delivered, but recording that failed", job.id)
 
     async def _redeliver(self, job: Job, attempt: int, delay: float) -> None:
+        """Wait, then deliver as a background task (a shutdown cancels only the wait)."""
         await self.clock.sleep(delay)
         if not self._stopping:
-            await self.deliver(job, attempt)
+            self._spawn(self.deliver(job, attempt))
 
     async def _flush_progress(self) -> None:
         self._last_flush = self.clock.now()

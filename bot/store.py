@@ -9,6 +9,7 @@ core never needs to know what a Discord channel is.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,6 +20,8 @@ from sqlalchemy.pool import StaticPool
 
 from bot.job import TERMINAL, Job, JobState
 from bot.request import VideoRequest
+
+log = logging.getLogger(__name__)
 
 metadata = sa.MetaData()
 
@@ -54,6 +57,17 @@ UPDATABLE = frozenset(
 )
 
 
+def _rows_to_jobs(rows: Iterable[sa.Row[Any]]) -> list[Job]:
+    """Every readable row; one that is not (a corrupt value) is logged, not fatal to the rest."""
+    jobs = []
+    for row in rows:
+        try:
+            jobs.append(_row_to_job(row))
+        except Exception:
+            log.exception("job %s: its stored row cannot be read; skipped", row._mapping["id"])
+    return jobs
+
+
 def _row_to_job(row: sa.Row[Any]) -> Job:
     m = row._mapping
     request = m["request"]
@@ -62,7 +76,11 @@ def _row_to_job(row: sa.Row[Any]) -> Job:
     return Job(
         id=m["id"],
         state=JobState(m["state"]),
-        request=VideoRequest.model_validate(request),
+        # Stored as it was accepted: not re-checked against today's catalog, so a model renamed
+        # or a rule tightened in a later release cannot make an old job unreadable.
+        request=VideoRequest.model_construct(
+            **{**request, "images": tuple(request.get("images") or ())}
+        ),
         created_at=m["created_at"],
         origin=dict(m["origin"] or {}),
         requester=m["requester"],
@@ -213,7 +231,7 @@ class Store:
         )
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return [_row_to_job(r) for r in rows]
+        return _rows_to_jobs(rows)
 
     async def recent(
         self, *, requester: str | None = None, guild_id: str | None = None, limit: int = 10
@@ -225,7 +243,7 @@ class Store:
             query = query.where(jobs_table.c.guild_id == guild_id)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return [_row_to_job(r) for r in rows]
+        return _rows_to_jobs(rows)
 
     async def spent(self, *, guild_id: str | None = None, since: float = 0.0) -> float:
         """Money reported by the API for finished jobs (for budgets and `/video jobs`)."""

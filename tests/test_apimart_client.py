@@ -489,3 +489,35 @@ def test_task_info_is_frozen_and_raw_not_compared() -> None:
     assert a == b and "raw" not in repr(a)
     with pytest.raises(AttributeError):
         a.status = "x"  # type: ignore[misc]
+
+
+# -- review findings: answers a documented-API server may give differently ----------------------
+
+
+@pytest.mark.parametrize("code", [0, "0", None])
+async def test_submit_with_a_task_id_is_accepted_whatever_the_success_code(
+    env: Env, code: Any
+) -> None:
+    body: dict[str, Any] = {"msg": "success", "data": {"task_id": "task_Z"}}
+    if code is not None:
+        body["code"] = code
+    env.fake.inject("submit", 200, body=json.dumps(body))
+    assert await env.client.submit(OMNI) == "task_Z"
+
+
+async def test_a_2xx_with_an_error_code_and_no_data_is_still_an_error(env: Env) -> None:
+    env.fake.inject(
+        "submit", 200, body=json.dumps({"code": 402, "msg": "no balance", "data": None})
+    )
+    with pytest.raises(PaymentRequired):
+        await env.client.submit(OMNI)
+
+
+async def test_key_in_an_html_error_page_is_removed_before_it_is_shortened(env: Env) -> None:
+    page = "<html>" + "x" * 190 + f" Authorization: Bearer {KEY} </html>"
+    env.fake.inject("task", 401, body=page)
+    with pytest.raises(AuthenticationFailed) as caught:
+        await env.client.get_task("task_1")
+    text = f"{caught.value} {caught.value!r} {caught.value.api_message}"
+    assert KEY[:12] not in text
+    assert "Bearer ***" in text

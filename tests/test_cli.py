@@ -221,3 +221,25 @@ async def test_check_shows_the_balance(tmp_path: Path, served: Any) -> None:
     env = await served(FakeApimart(api_key=KEY, balance=12.5))
     code, out, _ = await reelbot("check", cwd=tmp_path, **env)
     assert code == 0 and "12.5" in out
+
+
+async def test_a_database_password_is_never_echoed(tmp_path: Path) -> None:
+    code, _, err = await reelbot(
+        "generate",
+        "p",
+        cwd=tmp_path,
+        APIMART_API_KEY=KEY,
+        DATABASE_URL="mysql://bot:Hunter2Pass@db/reel",
+    )
+    assert code == 2 and "DATABASE_URL" in err
+    assert "Hunter2Pass" not in err
+
+
+async def test_completed_without_a_link_is_not_success(tmp_path: Path, served: Any) -> None:
+    fake = FakeApimart(api_key=KEY)
+    env = await served(fake)
+    done = {"code": 200, "data": {"id": "t", "status": "completed", "progress": 100, "cost": 0.1}}
+    fake.inject("task", 200, body=json.dumps(done), times=100)
+    code, out, _ = await reelbot("generate", "p", "--json", cwd=tmp_path, **env)
+    assert code == 1
+    assert "sent no link" in json.loads(out)["error"]
