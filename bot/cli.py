@@ -141,7 +141,17 @@ def setup_logging(level: str, *, stream: Any = None) -> None:
         stream=stream or sys.stderr,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
-    logging.getLogger("discord.http").setLevel(max(logging.INFO, logging.getLevelName(level)))
+    # At DEBUG, discord.py logs request URLs and gateway payloads, and those carry interaction
+    # tokens (webhook URLs `/webhooks/{app}/{token}`, `/interactions/{id}/{token}/callback`,
+    # the `token` of every INTERACTION_CREATE): these loggers never go below INFO.
+    floor = max(logging.INFO, logging.getLevelName(level))
+    for name in (
+        "discord.http",
+        "discord.gateway",
+        "discord.webhook.async_",
+        "discord.webhook.sync",
+    ):
+        logging.getLogger(name).setLevel(floor)
 
 
 def _models() -> int:

@@ -50,31 +50,74 @@ class ReelTree(app_commands.CommandTree[Any]):
     async def on_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
     ) -> None:
-        original = getattr(error, "original", error)
         name = interaction.command.qualified_name if interaction.command else "?"
-        if isinstance(original, RequestInvalid):
-            from bot import render
+        await report_error(interaction, error, where=f"/{name}")
 
-            message = render.problems(original)
-        elif isinstance(error, app_commands.CheckFailure | app_commands.TransformerError):
-            message = str(error) or "That command can't be used like this here."
-        elif isinstance(original, ApimartError):
-            if isinstance(original, PaymentRequired):
-                log.error("/%s: APIMart balance is empty: %s", name, original)
-                message = BALANCE_EMPTY
-            else:
-                message = f"APIMart refused: {original.api_message or original}"
+
+async def report_error(
+    interaction: discord.Interaction, error: BaseException, *, where: str
+) -> None:
+    """The error ladder shared by the command tree and the persistent buttons.
+
+    User mistakes become a short ephemeral message, API refusals a human sentence, anything
+    unexpected is logged with an id that the member is given. Buttons (`DynamicItem`s) are
+    not covered by `tree.on_error` (discord.py only logs their errors), so they call this too.
+    """
+    original = getattr(error, "original", error)
+    if isinstance(original, RequestInvalid):
+        from bot import render
+
+        message = render.problems(original)
+    elif isinstance(error, app_commands.CheckFailure | app_commands.TransformerError):
+        message = str(error) or "That command can't be used like this here."
+    elif isinstance(original, ApimartError):
+        if isinstance(original, PaymentRequired):
+            log.error("%s: APIMart balance is empty: %s", where, original)
+            message = BALANCE_EMPTY
         else:
-            error_id = secrets.token_hex(4)
-            log.error("error %s in /%s", error_id, name, exc_info=original)
-            message = f"Something went wrong on reelbot's side. Error id: `{error_id}` (the operator can look it up)."
-        await reply_privately(interaction, message)
+            message = f"APIMart refused: {original.api_message or original}"
+    else:
+        error_id = secrets.token_hex(4)
+        log.error("error %s in %s", error_id, where, exc_info=original)
+        message = (
+            f"Something went wrong on reelbot's side. Error id: `{error_id}` "
+            "(the operator can look it up)."
+        )
+    await reply_privately(interaction, message)
+
+
+#: `interaction.extras` key: the interaction was deferred publicly and its original response is
+#: still Discord's "thinking…" placeholder (no status message has been put there yet).
+PUBLIC_PLACEHOLDER = "reelbot.public_placeholder"
+#: What the public placeholder says for the moment between being completed and deleted.
+WITHDRAWN = "This request did not go through."
+
+
+def mark_public_placeholder(interaction: discord.Interaction, placeholder: bool = True) -> None:
+    """Record whether the original response is still the public "thinking…" placeholder."""
+    if placeholder:
+        interaction.extras[PUBLIC_PLACEHOLDER] = True
+    else:
+        interaction.extras.pop(PUBLIC_PLACEHOLDER, None)
 
 
 async def reply_privately(interaction: discord.Interaction, message: str) -> None:
-    """Answer ephemerally whether or not the interaction was already acknowledged."""
+    """Answer ephemerally whether or not the interaction was already acknowledged.
+
+    After a public defer, the first followup *replaces* the public "thinking…" message (and
+    keeps it public), so an error would be shown to everyone: the placeholder is removed
+    first, then the followup is a new message and can be ephemeral. It is completed (a
+    neutral one-liner) before it is deleted: a followup after deleting a message that is
+    still "thinking" has been answered with Unknown Message (discord-api-docs#2739).
+    """
     try:
         if interaction.response.is_done():
+            if interaction.extras.pop(PUBLIC_PLACEHOLDER, False):
+                try:
+                    await interaction.edit_original_response(content=WITHDRAWN, embeds=[])
+                    await interaction.delete_original_response()
+                except discord.HTTPException as exc:
+                    log.info("could not remove the public placeholder: %s", exc)
             await interaction.followup.send(message, ephemeral=True)
         else:
             await interaction.response.send_message(message, ephemeral=True)
@@ -113,6 +156,12 @@ class ReelBot(commands.Bot):
         if self.runtime is None:
             raise RuntimeError("this ReelBot was built without a runtime (command listing only)")
         return self.runtime
+
+    async def close(self) -> None:
+        """Stop the notifier's background status edits, then disconnect."""
+        if self.notifier is not None:
+            await self.notifier.close()
+        await super().close()
 
     def notifier_for_jobs(self) -> DiscordNotifier:
         if self.notifier is None:

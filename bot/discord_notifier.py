@@ -5,9 +5,14 @@ Why it looks the way it does:
 * Everything goes to the channel with the bot's own token (`PartialMessage.edit`,
   `PartialMessageable.send`). The interaction token dies after 15 minutes and videos can
   take longer; it is only a last resort when the bot may not post in the channel.
-* Progress edits are cosmetic and throttled twice: per message (`edit_interval`) and for the
-  whole process (`edits_per_second`), so a busy channel never meets Discord's edit limits.
-  A skipped edit is not queued: the next progress event, or the final edit, shows the latest.
+* Progress edits are cosmetic and throttled three ways: per message (`edit_interval`), per
+  channel (`channel_edit_interval`, about one a second) and for the whole process
+  (`edits_per_second`), so a busy channel never meets Discord's edit limits. They run as
+  background tasks: `job_progress` returns at once, so a rate-limited edit never holds one
+  of the poller's slots. At most one edit per job is in flight; a progress event meanwhile
+  is skipped, not queued: the next one, or the final edit, shows the latest state.
+* The final status edit is best-effort: once the result message is in the channel the job
+  counts as delivered, whatever happens to that edit (shutdown, a closed session, 5xx).
 * Delivery errors are sorted: the channel is gone → logged and considered delivered; no
   permission or file too large → the same message again without the file (the link is in
   it), then a followup through a still-valid interaction token; 5xx / connection trouble →
@@ -16,6 +21,8 @@ Why it looks the way it does:
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import io
 import logging
 from collections.abc import Callable
@@ -40,31 +47,50 @@ ViewFactory = Callable[[Job], discord.ui.View | None]
 
 
 class EditThrottle:
-    """At most one edit per message per `interval`, and `rate` edits per second overall."""
+    """At most one edit per message per `interval`, one per channel per `channel_interval`,
+    and `rate` edits per second overall."""
 
     def __init__(
-        self, clock: Clock, *, interval: float, rate: float, burst: float | None = None
+        self,
+        clock: Clock,
+        *,
+        interval: float,
+        rate: float,
+        burst: float | None = None,
+        channel_interval: float = 0.0,
     ) -> None:
         self.clock = clock
         self.interval = interval
+        self.channel_interval = channel_interval
         self.rate = rate
         self.burst = burst if burst is not None else max(1.0, rate)
         self._tokens = self.burst
         self._refilled = clock.now()
         self._last: dict[int, float] = {}
+        self._channel_last: dict[int, float] = {}
 
-    def allow(self, key: int) -> bool:
-        """True (and counted) if an edit of `key` may go out now."""
+    def allow(self, key: int, channel: int | None = None) -> bool:
+        """True (and counted) if an edit of `key` (in `channel`) may go out now."""
         now = self.clock.now()
         self._tokens = min(self.burst, self._tokens + (now - self._refilled) * self.rate)
         self._refilled = now
         last = self._last.get(key)
         if last is not None and now - last < self.interval:
             return False
+        if channel is not None:
+            channel_last = self._channel_last.get(channel)
+            if channel_last is not None and now - channel_last < self.channel_interval:
+                return False
         if self._tokens < 1.0:
             return False
         self._tokens -= 1.0
         self._last[key] = now
+        if channel is not None:
+            if len(self._channel_last) > 1024:  # forget quiet channels; their limit has passed
+                self._channel_last = {
+                    c: t for c, t in self._channel_last.items() if now - t < self.channel_interval
+                }
+            self._channel_last[channel] = now
         return True
 
     def forget(self, key: int) -> None:
@@ -105,6 +131,7 @@ class DiscordNotifier:
         session: aiohttp.ClientSession,
         clock: Clock,
         edit_interval: float = 10.0,
+        channel_edit_interval: float = 1.0,
         edits_per_second: float = 4.0,
         download_timeout: float = 120.0,
         view_factory: ViewFactory | None = None,
@@ -112,12 +139,19 @@ class DiscordNotifier:
         self.client = client
         self.session = session
         self.clock = clock
-        self.throttle = EditThrottle(clock, interval=edit_interval, rate=edits_per_second)
+        self.throttle = EditThrottle(
+            clock,
+            interval=edit_interval,
+            rate=edits_per_second,
+            channel_interval=channel_edit_interval,
+        )
         self.download_timeout = download_timeout
         self.view_factory = view_factory
         #: Live interactions by job id: the fallback when the channel refuses the bot. In
         #: memory only — a token is a credential and is useless after 15 minutes anyway.
         self._interactions: dict[int, discord.Interaction] = {}
+        #: The progress edit in flight for each job (at most one).
+        self._edits: dict[int, asyncio.Task[None]] = {}
 
     def remember(self, job_id: int, interaction: discord.Interaction) -> None:
         self._interactions[job_id] = interaction
@@ -125,12 +159,21 @@ class DiscordNotifier:
     # -- Notifier ---------------------------------------------------------------------------
 
     async def job_progress(self, job: Job) -> None:
+        """Start a throttled status edit in the background and return at once."""
         where = Destination.of(job)
         if where is None or where.message_id is None or job.state.terminal:
             return
-        if not self.throttle.allow(job.id):
+        if job.id in self._edits:
+            return  # one edit per job at a time; the next event (or the final edit) catches up
+        if not self.throttle.allow(job.id, where.channel_id):
             return
-        await self._edit_status(job, where)
+        # Rendered now, so the edit shows this event's state even if it goes out later.
+        rendered = render.status(job, self.clock.now())
+        task = asyncio.create_task(
+            self._edit_status(job.id, where, rendered), name=f"reelbot-status-{job.id}"
+        )
+        self._edits[job.id] = task
+        task.add_done_callback(functools.partial(self._edit_done, job.id))
 
     async def job_finished(self, job: Job) -> None:
         await self.client.wait_until_ready()
@@ -142,26 +185,78 @@ class DiscordNotifier:
             await self._post_result(job, where)
         finally:
             self.throttle.forget(job.id)
-        if where.message_id is not None:
-            await self._edit_status(job, where)
+        # The result is in the channel: from here on nothing may raise, or the poller would
+        # consider it undelivered and post it again (after a restart, say).
         self._interactions.pop(job.id, None)
+        if where.message_id is None:
+            return
+        final = asyncio.ensure_future(self._final_edit(job, where))
+        try:
+            await asyncio.shield(final)
+        except asyncio.CancelledError:
+            # Shutdown gave up waiting (the poller's drain). The result is posted, so this
+            # returns normally and the job is marked delivered; only the cosmetic edit is lost.
+            final.cancel()
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            log.info(
+                "job %s: stopping; the result is posted, its final status edit skipped", job.id
+            )
+
+    async def _final_edit(self, job: Job, where: Destination) -> None:
+        """The status message's last edit: strictly best-effort."""
+        try:
+            await self._cancel_edit(job.id)  # a late progress edit must not overwrite "done"
+            await self._edit_status(job.id, where, render.status(job, self.clock.now()))
+        except Exception:
+            log.exception("job %s: the final status edit failed; the result is posted", job.id)
+
+    # -- background edits -------------------------------------------------------------------
+
+    def _edit_done(self, job_id: int, task: asyncio.Task[None]) -> None:
+        if self._edits.get(job_id) is task:
+            del self._edits[job_id]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("job %s: status edit crashed", job_id, exc_info=task.exception())
+
+    async def _cancel_edit(self, job_id: int) -> None:
+        task = self._edits.pop(job_id, None)
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+
+    async def wait_for_edits(self) -> None:
+        """Wait until the progress edits under way have gone out (or failed)."""
+        while self._edits:
+            await asyncio.gather(*self._edits.values(), return_exceptions=True)
+
+    async def close(self) -> None:
+        """Cancel progress edits still under way (they are cosmetic); called on shutdown."""
+        tasks = list(self._edits.values())
+        self._edits.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # -- the parts --------------------------------------------------------------------------
 
     def _channel(self, where: Destination) -> discord.PartialMessageable:
         return self.client.get_partial_messageable(where.channel_id, guild_id=where.guild_id)
 
-    async def _edit_status(self, job: Job, where: Destination) -> None:
+    async def _edit_status(
+        self, job_id: int, where: Destination, rendered: render.Rendered
+    ) -> None:
         """Edit the status message with the bot token; failures are logged, never raised."""
         assert where.message_id is not None
         message = self._channel(where).get_partial_message(where.message_id)
-        rendered = render.status(job, self.clock.now())
         try:
             await message.edit(**rendered.kwargs())
         except discord.HTTPException as exc:
-            log.warning("job %s: could not edit its status message: %s", job.id, exc)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("job %s: could not edit its status message: %r", job.id, exc)
+            log.warning("job %s: could not edit its status message: %s", job_id, exc)
+        except (aiohttp.ClientError, TimeoutError, RuntimeError) as exc:
+            # RuntimeError: discord.py's HTTP session was closed under the request (shutdown).
+            log.warning("job %s: could not edit its status message: %r", job_id, exc)
 
     async def _post_result(self, job: Job, where: Destination) -> None:
         video = None

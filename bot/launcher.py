@@ -96,7 +96,14 @@ async def _run(settings: Settings) -> int:
                 stopper.cancel()
                 runner.result()
                 return EXIT_OK
-            log.info("stopping: closing the Discord connection, then the poller")
+            # The poller first: it gives polls and deliveries under way a few seconds to finish
+            # (`Poller._drain`), and a delivery needs Discord's HTTP session until its very
+            # last edit. Closing the bot first made that edit fail, the job stay undelivered,
+            # and the result be posted a second time after the restart.
+            log.info("stopping: draining the poller, then closing the Discord connection")
+            await runtime.poller.stop()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runtime.poller_task
             await bot.close()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await runner

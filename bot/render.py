@@ -24,6 +24,10 @@ DESCRIPTION_LIMIT = 4096
 FIELD_LIMIT = 25
 FIELD_VALUE_LIMIT = 1024
 TITLE_LIMIT = 256
+#: Discord refuses a message whose embeds total more than 6000 characters.
+EMBED_TOTAL_LIMIT = 6000
+#: What Details aims to stay under, leaving room for Discord's own counting of names.
+DETAILS_BUDGET = 5500
 #: Enough of the prompt to recognise the job by; the full prompt is in Details.
 PROMPT_PREVIEW = 300
 NOT_CHARGED = "not charged"
@@ -98,9 +102,12 @@ def mention(user_id: str | int | None) -> str:
 
 
 def _elapsed(job: Job, now: float) -> float:
+    """A finished job: the recorded figure (APIMart's own run time when known), which stays
+    right after a restart; a running one: submit (or creation) until `now`."""
+    if job.state.terminal and job.elapsed is not None:
+        return job.elapsed
     start = job.submitted_at or job.created_at
-    end = job.finished_at if job.finished_at is not None else now
-    return max(0.0, end - start)
+    return max(0.0, now - start)
 
 
 def _state_label(job: Job) -> str:
@@ -232,11 +239,7 @@ def _add_parameters(embed: discord.Embed, job: Job) -> None:
 def details(job: Job) -> Rendered:
     """The ephemeral Details view: every parameter sent, the task id, the state."""
     request = job.request
-    embed = _embed(
-        f"Job #{job.id} · details",
-        f"**Prompt**\n{clip(request.prompt, 3500)}",
-        _colour(job),
-    )
+    embed = _embed(f"Job #{job.id} · details", "", _colour(job))
     _add_field(embed, "Task id", f"`{job.task_id}`" if job.task_id else "not submitted")
     _add_field(embed, "State", job.state.value)
     sent = request.model_dump(exclude_none=True, exclude={"prompt", "images", "video_url"})
@@ -249,6 +252,11 @@ def details(job: Job) -> Rendered:
     _add_field(embed, "Cost", cost_text(job))
     if job.error_message:
         _add_field(embed, "Reason", job.error_message, inline=False)
+    # The prompt gets what the fields leave of the budget (a 6000-character prompt beside a
+    # long negative prompt and reason would otherwise brush Discord's 6000-character total).
+    head = "**Prompt**\n"
+    room = min(3500, DETAILS_BUDGET - len(embed) - len(head))
+    embed.description = head + clip(request.prompt, max(200, room))
     return Rendered(embeds=[embed])
 
 

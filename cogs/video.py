@@ -3,7 +3,8 @@
 Every choice list is built from the catalog, so the menus offer only what a model accepts;
 what the menus cannot rule out (sora-2 at 1080p, two images for Omni, a PDF as an image) is
 refused by `bot.request` before anything is deferred, so the refusal is ephemeral and the
-API sees nothing. The pipeline itself lives in `bot.jobs`; rendering in `bot.render`.
+API sees nothing. So is a channel where the bot could not post the result (its permissions
+there come with the interaction), and `/video` exists in servers only. The pipeline itself lives in `bot.jobs`; rendering in `bot.render`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from discord.ext import commands
 
 from bot import render
 from bot.catalog import CATALOG, FAMILIES, ImageStyle, IntParam, ModelSpec, union
+from bot.discord_bot import mark_public_placeholder, report_error
 from bot.job import Job, JobState
 from bot.jobs import ImageFile, with_pending_uploads
 from bot.request import (
@@ -52,6 +54,27 @@ SEED = _seed_param()
 VIDEO_TYPES = ("video/",)
 UNREADABLE = "Discord would not hand over the attached file, so nothing was sent or charged."
 
+#: APIMart deletes uploaded images after 72 h: a re-roll must come well before that.
+UPLOAD_MAX_AGE = 70 * 3600.0
+#: Discord's signed attachment URLs (a reference video is sent by its URL) live about a day.
+ATTACHMENT_MAX_AGE = 20 * 3600.0
+#: After a Re-roll click, the same member's further clicks on the same job are refused this long.
+REROLL_GUARD = 15.0
+UNKNOWN_JOB = "That job is no longer known."
+ALREADY_REROLLING = "Already re-rolling this one; the new video is on its way."
+UNKNOWN_NO_REROLL = (
+    "This request was never confirmed by APIMart and may still be billed, so it is not "
+    "re-rolled: that could charge twice. Check `/video jobs` later, or start a new one."
+)
+#: In a thread the bot needs Send Messages in Threads instead of Send Messages.
+THREAD_TYPES = frozenset(
+    {
+        discord.ChannelType.public_thread,
+        discord.ChannelType.private_thread,
+        discord.ChannelType.news_thread,
+    }
+)
+
 
 # Typed `Choice[Any]`: one `@choices` decorator mixes int and str lists.
 def _str_choices(values: tuple[Any, ...]) -> list[Choice[Any]]:
@@ -83,10 +106,23 @@ def _value(choice: Choice[Any] | None) -> Any:
 class VideoCog(commands.Cog, name="Video"):
     """The `/video` group: generate, list models, list jobs; and the result buttons' logic."""
 
-    video = app_commands.Group(name="video", description="Make short AI videos with APIMart")
+    # Servers only: in a DM, anyone sharing a server with the bot could spend that server's
+    # APIMart balance privately (and a DM has no channel for the result's buttons).
+    video = app_commands.Group(
+        name="video",
+        description="Make short AI videos with APIMart",
+        guild_only=True,
+        allowed_contexts=app_commands.AppCommandContext(
+            guild=True, dm_channel=False, private_channel=False
+        ),
+    )
 
     def __init__(self, bot: ReelBot) -> None:
         self.bot = bot
+        #: Re-rolls under way and when each started, by (source job id, member id): in memory,
+        #: against double clicks (a restart forgets them, which is harmless).
+        self._rerolling: set[tuple[int, int]] = set()
+        self._rerolled: dict[tuple[int, int], float] = {}
 
     # -- generate ---------------------------------------------------------------------------
 
@@ -291,10 +327,23 @@ class VideoCog(commands.Cog, name="Video"):
         interaction: discord.Interaction,
         request: VideoRequest,
         attachments: list[discord.Attachment],
-    ) -> Job:
-        """Acknowledge, persist, show the status message, fetch the images, launch."""
+        *,
+        media_at: float | None = None,
+    ) -> Job | None:
+        """Acknowledge, persist, show the status message, fetch the images, launch.
+
+        `media_at`: when the request's images and video were handed over (a re-roll passes
+        its source's, since it sends the same URLs); defaults to now. None is returned when
+        the bot may not post the result here (refused privately, nothing sent).
+        """
         runtime = self.bot.require_runtime()
+        missing = missing_permissions(interaction)
+        if missing:
+            await interaction.response.send_message(cannot_post(missing), ephemeral=True)
+            return None
+        media_at = runtime.clock.now() if media_at is None else media_at
         await interaction.response.defer(thinking=True)
+        mark_public_placeholder(interaction)
         user = interaction.user
         guild_id = str(interaction.guild_id) if interaction.guild_id else None
         job = await runtime.jobs.create(
@@ -303,6 +352,7 @@ class VideoCog(commands.Cog, name="Video"):
         status = await interaction.edit_original_response(
             **render.status(job, runtime.clock.now()).kwargs()
         )
+        mark_public_placeholder(interaction, False)
         await runtime.store.update(
             job,
             origin={
@@ -312,6 +362,7 @@ class VideoCog(commands.Cog, name="Video"):
                 "requester_id": str(user.id),
                 "guild_id": guild_id,
                 "upload_limit": upload_limit(interaction),
+                "media_at": media_at,
             },
         )
         self.bot.notifier_for_jobs().remember(job.id, interaction)
@@ -326,31 +377,73 @@ class VideoCog(commands.Cog, name="Video"):
         return await runtime.jobs.launch(job, files)
 
     async def reroll(self, interaction: discord.Interaction, job_id: int) -> None:
-        """Same parameters again, for the requester only (images already live on APIMart)."""
+        """Same parameters again, for the requester only (images already live on APIMart).
+
+        Refused privately, with nothing sent: for a job whose submit was never confirmed (it
+        may be billed: re-sending could charge twice), when its images or reference video
+        have expired, and for a second click while the first re-roll is under way.
+        """
         runtime = self.bot.require_runtime()
-        job = await runtime.store.get(job_id)
+        key = (job_id, interaction.user.id)
+        now = runtime.clock.now()
+        # Claimed before the first await, so two clicks that arrive together cannot both pass.
+        self._rerolled = {k: t for k, t in self._rerolled.items() if now - t < REROLL_GUARD}
+        if key in self._rerolling or key in self._rerolled:
+            await interaction.response.send_message(ALREADY_REROLLING, ephemeral=True)
+            return
+        self._rerolling.add(key)
+        self._rerolled[key] = now
+        started = False
+        try:
+            job = await runtime.store.get(job_id)
+            refusal = self._reroll_refusal(job, interaction, now)
+            if refusal is not None or job is None:
+                await interaction.response.send_message(refusal or UNKNOWN_JOB, ephemeral=True)
+                return
+            started = (
+                await self.start(interaction, job.request, [], media_at=media_time(job)) is not None
+            )
+        finally:
+            self._rerolling.discard(key)
+            if not started:
+                self._rerolled.pop(key, None)
+
+    @staticmethod
+    def _reroll_refusal(
+        job: Job | None, interaction: discord.Interaction, now: float
+    ) -> str | None:
         if job is None:
-            await interaction.response.send_message("That job is no longer known.", ephemeral=True)
-            return
+            return UNKNOWN_JOB
         if job.requester != str(interaction.user.id):
-            await interaction.response.send_message(
+            return (
                 "Only the member who asked for this video can re-roll it. "
-                "Use Details to see its parameters and make your own.",
-                ephemeral=True,
+                "Use Details to see its parameters and make your own."
             )
-            return
-        if job.request.pending_uploads:
-            await interaction.response.send_message(
-                "This job's images were never uploaded, so it cannot be re-rolled.", ephemeral=True
+        if job.state is JobState.UNKNOWN:
+            return UNKNOWN_NO_REROLL
+        request = job.request
+        if request.pending_uploads:
+            return "This job's images were never uploaded, so it cannot be re-rolled."
+        again = f"Run `/video {request.spec.family}` again with fresh attachments."
+        age = now - media_time(job)
+        if request.images and age > UPLOAD_MAX_AGE:
+            return (
+                f"This job's images were uploaded {render.duration_text(age)} ago and APIMart "
+                f"keeps uploads only 72 hours, so a re-roll would fail. {again}"
             )
-            return
-        await self.start(interaction, job.request, [])
+        if request.video_url and age > ATTACHMENT_MAX_AGE:
+            return (
+                f"This job's reference video was attached {render.duration_text(age)} ago and "
+                f"Discord's attachment links expire after about a day, so a re-roll would "
+                f"fail. {again}"
+            )
+        return None
 
     async def details(self, interaction: discord.Interaction, job_id: int) -> None:
         runtime = self.bot.require_runtime()
         job = await runtime.store.get(job_id)
         if job is None:
-            await interaction.response.send_message("That job is no longer known.", ephemeral=True)
+            await interaction.response.send_message(UNKNOWN_JOB, ephemeral=True)
             return
         await interaction.response.send_message(**render.details(job).kwargs(), ephemeral=True)
 
@@ -358,6 +451,41 @@ class VideoCog(commands.Cog, name="Video"):
 async def _refuse(interaction: discord.Interaction, exc: RequestInvalid) -> None:
     log.info("refused /%s: %s", getattr(interaction.command, "qualified_name", "?"), exc)
     await interaction.response.send_message(render.problems(exc), ephemeral=True)
+
+
+def media_time(job: Job) -> float:
+    """When the job's images and reference video were handed over (jobs from before this was
+    recorded: their creation)."""
+    return float(job.origin.get("media_at") or job.created_at)
+
+
+def missing_permissions(interaction: discord.Interaction) -> list[str]:
+    """What the bot lacks here to post a result (named as Discord's settings name them).
+
+    Attach Files is not required: without it the result goes as a link.
+    """
+    perms = interaction.app_permissions
+    in_thread = getattr(interaction.channel, "type", None) in THREAD_TYPES
+    needed = [
+        ("view_channel", "View Channel"),
+        ("send_messages_in_threads", "Send Messages in Threads")
+        if in_thread
+        else ("send_messages", "Send Messages"),
+        ("embed_links", "Embed Links"),
+    ]
+    return [label for attr, label in needed if not getattr(perms, attr)]
+
+
+def cannot_post(missing: list[str]) -> str:
+    """The refusal members see when the bot could not post the result where they asked."""
+    names = ", ".join(f"**{name}**" for name in missing)
+    several = len(missing) > 1
+    return (
+        f"I can't post videos in this channel: I'm missing the {names} "
+        f"permission{'s' if several else ''} here. Ask a moderator to grant "
+        f"{'them' if several else 'it'}, or use me in another channel. "
+        "Nothing was sent or charged."
+    )
 
 
 def upload_limit(interaction: discord.Interaction) -> int:
@@ -401,11 +529,18 @@ class JobButton(
         return cls(match["action"], int(match["job_id"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
-        cog = _cog(interaction)
-        if self.action == "reroll":
-            await cog.reroll(interaction, self.job_id)
-        else:
-            await cog.details(interaction, self.job_id)
+        # discord.py only logs a DynamicItem's errors ("This interaction failed" for the
+        # member), so they go through the command tree's ladder here.
+        try:
+            cog = _cog(interaction)
+            if self.action == "reroll":
+                await cog.reroll(interaction, self.job_id)
+            else:
+                await cog.details(interaction, self.job_id)
+        except Exception as exc:
+            await report_error(
+                interaction, exc, where=f"the {self.action} button of job {self.job_id}"
+            )
 
 
 DYNAMIC_ITEMS: tuple[type[discord.ui.DynamicItem[Any]], ...] = (JobButton,)
@@ -421,9 +556,13 @@ def _cog(interaction: discord.Interaction) -> VideoCog:
 
 
 def result_view(job: Job) -> discord.ui.View:
-    """The buttons under a result message (Re-roll only where re-rolling can work)."""
+    """The buttons under a result message (Re-roll only where re-rolling can work).
+
+    No Re-roll for an `unknown` job: it may have been billed, and its message says it is not
+    sent again to avoid a double charge.
+    """
     view = discord.ui.View(timeout=None)
-    if not job.request.pending_uploads:
+    if job.state is not JobState.UNKNOWN and not job.request.pending_uploads:
         view.add_item(JobButton("reroll", job.id))
     view.add_item(JobButton("details", job.id))
     return view

@@ -52,6 +52,13 @@ def test_every_command_validates_against_discords_schema(
         assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors[:5])
 
 
+def test_video_is_for_servers_only(payload: list[dict[str, Any]]) -> None:
+    """Not in DMs, where anyone sharing a server could spend its balance privately."""
+    (video,) = payload
+    assert video["contexts"] == [0]  # GUILD only: not BOT_DM (1) nor PRIVATE_CHANNEL (2)
+    assert video["dm_permission"] is False  # the older flag, for clients that still read it
+
+
 def test_the_cli_prints_the_same_list() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "bot", "commands"],

@@ -6,6 +6,7 @@ anything is sent, what the result message shows and whom it pings, and the butto
 
 from __future__ import annotations
 
+import discord
 import pytest
 
 from bot.catalog import CATALOG
@@ -314,3 +315,208 @@ async def test_after_a_restart_buttons_work_and_missed_results_are_posted_once(
 
     details = await reel.bob.click(old, custom_id="reelbot:details:1")
     assert details.ephemeral and "Task id" in str(details.response.embeds[0].to_dict())
+
+
+# -- re-roll safety -------------------------------------------------------------------------
+
+HOUR = 3600.0
+
+
+def reroll_id(message: discord.Message) -> str | None:
+    """The Re-roll button's custom_id under a message, if it has one."""
+    ids = [getattr(c, "custom_id", None) for row in message.components for c in row.children]  # type: ignore[union-attr]
+    return next((i for i in ids if i and i.startswith("reelbot:reroll:")), None)
+
+
+async def test_unconfirmed_job_offers_no_reroll_and_refuses_an_old_button(reel: Reel) -> None:
+    from bot.job import JobState
+
+    reel.fake.inject("submit", 502, accept=True)  # APIMart took it, the answer was lost
+    await reel.alice.slash(reel.channel, "video sora", prompt="maybe billed")
+    (message,) = await reel.wait_results()
+    assert "not confirmed" in message.content
+    assert reroll_id(message) is None
+    assert len(reel.fake.submit_attempts) == 1
+
+    # A result posted before this rule (it still has the button), whose job is unknown.
+    await reel.alice.slash(reel.channel, "video sora", prompt="older one")
+    _, older = await reel.wait_results(2)
+    job = (await reel.runtime.store.recent())[0]
+    await reel.runtime.store.update(job, state=JobState.UNKNOWN)
+    click = await reel.alice.click(older, custom_id=f"reelbot:reroll:{job.id}")
+    assert click.ephemeral and "charge twice" in click.response.content
+    assert len(reel.fake.submit_attempts) == 2
+
+
+@pytest.mark.parametrize(
+    ("options", "age_hours", "words"),
+    [
+        ({"image": ("ref.png", PNG)}, 71, ["images", "72 hours", "fresh attachments"]),
+        ({"reference_video": ("m.mp4", b"\x00" * 32)}, 21, ["reference video", "fresh"]),
+    ],
+)
+async def test_reroll_refuses_expired_attachments(
+    reel: Reel, options: dict[str, object], age_hours: float, words: list[str]
+) -> None:
+    command = "video sora" if "image" in options else "video omni"
+    await reel.alice.slash(reel.channel, command, prompt="from a picture", **options)
+    (message,) = await reel.wait_results()
+    job = (await reel.runtime.store.recent())[0]
+    # Just inside the limit the re-roll goes ahead …
+    fresh = reel.runtime.clock.now() - (age_hours - 2) * HOUR
+    await reel.runtime.store.update(job, origin={**job.origin, "media_at": fresh})
+    ok = await reel.alice.click(message, custom_id=f"reelbot:reroll:{job.id}")
+    assert not ok.ephemeral and len(reel.fake.submits) == 2
+    await reel.wait_results(2)
+    # … past it, it is refused with the reason, and nothing is sent.
+    stale = reel.runtime.clock.now() - age_hours * HOUR
+    await reel.runtime.store.update(job, origin={**job.origin, "media_at": stale})
+    reel.bot.get_cog("Video")._rerolled.clear()  # type: ignore[union-attr]  # not a double click
+    refused = await reel.alice.click(message, custom_id=f"reelbot:reroll:{job.id}")
+    assert refused.ephemeral
+    for word in words:
+        assert word in refused.response.content
+    assert f"/video {'sora' if command == 'video sora' else 'omni'}" in refused.response.content
+    assert len(reel.fake.submits) == 2
+
+
+async def test_a_rerolled_job_keeps_the_age_of_its_images(reel: Reel) -> None:
+    await reel.alice.slash(reel.channel, "video sora", prompt="kite", image=("k.png", PNG))
+    (message,) = await reel.wait_results()
+    job = (await reel.runtime.store.recent())[0]
+    await reel.alice.click(message, custom_id=f"reelbot:reroll:{job.id}")
+    await reel.wait_results(2)
+    rerolled = (await reel.runtime.store.recent())[0]
+    assert rerolled.id != job.id
+    assert rerolled.origin["media_at"] == job.origin["media_at"]
+
+
+async def test_double_click_on_reroll_submits_once(reel: Reel) -> None:
+    await reel.alice.slash(reel.channel, "video sora", prompt="a red kite")
+    (message,) = await reel.wait_results()
+    custom_id = reroll_id(message)
+    assert custom_id is not None
+    first = await reel.alice.click(message, custom_id=custom_id)
+    second = await reel.alice.click(message, custom_id=custom_id)
+    assert not first.ephemeral
+    assert second.ephemeral and "Already re-rolling" in second.response.content
+    assert len(reel.fake.submits) == 2
+    # Someone else's refusal does not block the requester, nor the other way round.
+    other = await reel.bob.click(message, custom_id=custom_id)
+    assert other.ephemeral and "Only the member" in other.response.content
+
+
+# -- errors in buttons and after a public defer ---------------------------------------------
+
+
+async def test_button_errors_give_an_error_id(
+    reel: Reel, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    await reel.alice.slash(reel.channel, "video sora", prompt="a red kite")
+    (message,) = await reel.wait_results()
+
+    async def broken(_job_id: int) -> None:
+        raise RuntimeError("database on fire")
+
+    monkeypatch.setattr(reel.runtime.store, "get", broken)
+    click = await reel.bob.click(message, custom_id="reelbot:details:1")
+    assert click.ephemeral and "Error id" in click.response.content
+    error_id = click.response.content.split("`")[1]
+    assert error_id in caplog.text and "database on fire" in caplog.text
+
+
+async def test_a_reroll_failing_after_its_defer_leaves_nothing_public(
+    reel: Reel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await reel.alice.slash(reel.channel, "video sora", prompt="a red kite")
+    (message,) = await reel.wait_results()
+    before = {m.id for m in reel.messages()}
+
+    async def broken(*_a: object, **_kw: object) -> None:
+        raise RuntimeError("database on fire")
+
+    monkeypatch.setattr(reel.runtime.jobs, "create", broken)
+    click = await reel.alice.click(message, custom_id="reelbot:reroll:1")
+    # No public "thinking…" (or error) stays in the channel; the requester alone is told.
+    assert {m.id for m in reel.channel.history(viewer=reel.bob)} == before
+    (followup,) = click.followups
+    assert followup.ephemeral and "Error id" in followup.content
+    assert len(reel.fake.submits) == 1
+
+
+async def test_an_error_after_the_public_defer_is_shown_only_to_the_member(
+    reel: Reel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*_a: object, **_kw: object) -> None:
+        raise RuntimeError("database on fire")
+
+    monkeypatch.setattr(reel.runtime.jobs, "create", broken)
+    result = await reel.alice.slash(reel.channel, "video sora", prompt="anything")
+    assert reel.channel.history(viewer=reel.bob) == []
+    (followup,) = result.followups
+    assert followup.ephemeral and "Error id" in followup.content
+    assert reel.fake.submit_attempts == []
+    assert reel.env.errors  # seen by simcord; acknowledged here
+
+
+# -- where the bot may run ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("deny", "named"),
+    [
+        ({"embed_links": False}, ["Embed Links"]),
+        ({"send_messages": False, "embed_links": False}, ["Send Messages", "Embed Links"]),
+    ],
+)
+async def test_no_job_where_the_bot_cannot_post_the_result(
+    reel: Reel, deny: dict[str, bool], named: list[str]
+) -> None:
+    channel = reel.guild.create_text_channel(
+        "locked", overwrites={reel.guild.me: discord.PermissionOverwrite(**deny)}
+    )
+    result = await reel.alice.slash(
+        channel, "video sora", prompt="anything", image=("ref.png", PNG)
+    )
+    assert result.ephemeral and result.response is not None
+    for name in named:
+        assert f"**{name}**" in result.response.content
+    assert reel.fake.submit_attempts == [] and reel.fake.uploads == {}
+    assert await reel.runtime.store.recent() == []
+    assert channel.history() == []
+
+
+async def test_attach_files_is_not_needed(reel: Reel) -> None:
+    channel = reel.guild.create_text_channel(
+        "no-files", overwrites={reel.guild.me: discord.PermissionOverwrite(attach_files=False)}
+    )
+    result = await reel.alice.slash(channel, "video sora", prompt="a link will do")
+    assert not result.ephemeral and len(reel.fake.submits) == 1
+
+
+def test_threads_need_send_messages_in_threads() -> None:
+    from types import SimpleNamespace
+
+    from cogs.video import missing_permissions
+
+    def missing(channel_type: discord.ChannelType, **perms: bool) -> list[str]:
+        interaction = SimpleNamespace(
+            app_permissions=discord.Permissions(view_channel=True, embed_links=True, **perms),
+            channel=SimpleNamespace(type=channel_type),
+        )
+        return missing_permissions(interaction)  # type: ignore[arg-type]
+
+    thread = discord.ChannelType.public_thread
+    assert missing(thread, send_messages=True) == ["Send Messages in Threads"]
+    assert missing(thread, send_messages_in_threads=True) == []
+    assert missing(discord.ChannelType.text, send_messages_in_threads=True) == ["Send Messages"]
+
+
+async def test_video_commands_are_not_offered_in_dms(reel: Reel) -> None:
+    from simcord import SetupError
+
+    stranger = reel.env.create_user("stranger")
+    reel.guild.add_member(stranger)
+    with pytest.raises(SetupError, match="context"):
+        await stranger.slash("video sora", prompt="on someone else's balance")
+    assert reel.fake.submit_attempts == []

@@ -7,6 +7,7 @@ notifier a finished copy of it, from the test's own context, and looks at the ch
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from typing import Any
@@ -202,10 +203,101 @@ async def test_progress_edits_are_throttled_on_discord(reel: Reel, video_url: st
     for percent in range(10, 60, 5):
         running.progress = percent
         await throttled.job_progress(running)
+    await throttled.wait_for_edits()
     assert edits() - before == 1
     clock._now += 10.0
     for percent in range(60, 90, 5):
         running.progress = percent
         await throttled.job_progress(running)
+    await throttled.wait_for_edits()
     assert edits() - before == 2
     await reel.env.settle()
+
+
+def test_throttle_per_channel() -> None:
+    """Several jobs in one channel: about one edit a second there, whatever the job count."""
+    clock = ManualClock(start=1000.0)
+    throttle = EditThrottle(clock, interval=10.0, rate=100.0, channel_interval=1.0)
+    assert [throttle.allow(job_id, channel=7) for job_id in range(5)] == [True] + [False] * 4
+    assert throttle.allow(99, channel=8)  # another channel is not held back
+    clock._now += 1.0
+    assert [throttle.allow(job_id, channel=7) for job_id in range(1, 5)] == [True] + [False] * 3
+
+
+def hold_edits(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """From now on Discord holds every channel-message edit (a rate limit) until the event."""
+    release = asyncio.Event()
+    edit = discord.PartialMessage.edit
+
+    async def held(self: discord.PartialMessage, **kwargs: Any) -> Any:
+        await release.wait()
+        return await edit(self, **kwargs)
+
+    monkeypatch.setattr(discord.PartialMessage, "edit", held)
+    return release
+
+
+async def test_progress_never_waits_for_a_held_edit_and_never_queues(
+    reel: Reel, video_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = await finished_job(reel, video_url)
+    held_edits = hold_edits(monkeypatch)
+    running = dataclasses.replace(job, state=JobState.RUNNING, progress=10)
+    fast = DiscordNotifier(
+        reel.bot,
+        session=reel.runtime.session,
+        clock=ManualClock(start=1000.0),
+        edit_interval=0.0,
+        channel_edit_interval=0.0,
+        edits_per_second=1000.0,
+    )
+    status_path = f"/channels/{reel.channel.id}/messages/{job.origin['message_id']}"
+    before = len([r for r in reel.env.http_requests if r.path == status_path])
+    async with asyncio.timeout(1.0):  # the poller's slot is free again at once
+        for percent in range(10, 100, 10):
+            running.progress = percent
+            await fast.job_progress(running)
+    held_edits.set()
+    await fast.wait_for_edits()
+    patches = [r for r in reel.env.http_requests if r.path == status_path][before:]
+    assert len(patches) == 1  # the rest were skipped while it was held, not queued
+    running.progress = 95
+    await fast.job_progress(running)
+    await fast.wait_for_edits()
+    assert "95%" in reel.channel.history()[0].embeds[0].description
+    await fast.close()
+
+
+async def test_a_failing_final_status_edit_still_counts_as_delivered(
+    reel: Reel, video_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """discord.py's session closed under the last edit (shutdown): the result is posted once."""
+    job = await finished_job(reel, video_url)
+
+    async def closed(self: discord.PartialMessage, **kwargs: Any) -> Any:
+        raise RuntimeError("Session is closed")
+
+    monkeypatch.setattr(discord.PartialMessage, "edit", closed)
+    await reel.runtime.poller.deliver(job)
+    await reel.env.settle()
+    assert len(reel.results()) == 1
+    stored = await reel.runtime.store.get(job.id)
+    assert stored is not None and stored.delivered
+
+
+async def test_shutdown_during_the_final_edit_keeps_the_delivery(
+    reel: Reel, video_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The poller's drain cancels a delivery stuck in its final edit: still delivered once."""
+    job = await finished_job(reel, video_url)
+    held_edits = hold_edits(monkeypatch)
+    delivery = asyncio.create_task(reel.runtime.poller.deliver(job))
+    await reel.wait_for(lambda: reel.results())
+    await asyncio.sleep(0.05)
+    assert not delivery.done()  # held in the final status edit
+    delivery.cancel()
+    await delivery  # returns normally
+    stored = await reel.runtime.store.get(job.id)
+    assert stored is not None and stored.delivered
+    assert len(reel.results()) == 1
+    held_edits.set()

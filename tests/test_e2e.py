@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -21,7 +22,7 @@ import pytest
 from aiohttp import web
 
 from bot.testing.fake_apimart import FakeApimart, FakeTaskPlan
-from bot.testing.fake_discord import FakeDiscord
+from bot.testing.fake_discord import PERMISSIONS, FakeDiscord
 
 API_KEY = "sk-e2e-secret-key-0123456789"
 TOKEN = "e2e.discord.token.secret"
@@ -182,6 +183,8 @@ async def test_sync_then_a_sora_job_with_an_image_end_to_end(world: World) -> No
 
     logs = world.all_logs()
     assert API_KEY not in logs and TOKEN not in logs
+    # Interaction tokens too: discord.py logs webhook URLs and gateway events at DEBUG.
+    assert interaction["token"] not in logs
 
 
 async def test_sigkill_mid_job_then_restart_posts_once_and_submits_once(world: World) -> None:
@@ -203,3 +206,55 @@ async def test_sigkill_mid_job_then_restart_posts_once_and_submits_once(world: W
         assert len(world.results()) == 1, results
     assert len(world.api.submit_attempts) == 1
     assert len(world.api.submits) == 1
+
+
+CHANNEL_MESSAGE = r"^/channels/\d+/messages/\d+$"
+
+
+async def test_sigterm_while_a_result_is_being_delivered_posts_it_once(world: World) -> None:
+    """The poller drains before Discord's connection closes: the delivery under way finishes
+    (its last status edit included), so the restart has nothing left to post."""
+    sync = await world.reelbot("sync", "--guild", str(world.guild_id))
+    assert await sync.wait() == 0, world.all_logs()
+    world.api.plan_next(FakeTaskPlan(duration_s=120))  # 2 s real
+
+    async with running_bot(world) as first:
+        await world.discord.dispatch("INTERACTION_CREATE", world.slash_sora("a lighthouse"))
+        # The status message's first edit, right after the submit …
+        await world.discord.wait_for(
+            lambda r: r.method == "PATCH" and re.search(CHANNEL_MESSAGE, r.path) is not None,
+            timeout=15,
+        )
+        # … and Discord holds the next one (the final "done" edit) for 2 s.
+        world.discord.fail_next("PATCH", CHANNEL_MESSAGE, 429, retry_after=2.0)
+        await _wait(world.results, 30, "the result message", world)
+        first.send_signal(signal.SIGTERM)  # while that last edit waits
+        async with asyncio.timeout(15):
+            assert await first.wait() == 0
+    assert len(world.results()) == 1
+
+    async with running_bot(world):
+        log = world.logs[-1]
+        await _wait(lambda: "connected as" in log.read_text(), 20, "the restart", world)
+        await asyncio.sleep(3.0)  # a second copy would be posted now
+        assert len(world.results()) == 1, world.all_logs()[-4000:]
+
+
+async def test_a_channel_where_the_bot_cannot_post_is_refused_before_any_cost(
+    world: World,
+) -> None:
+    """The fake Discord sends the bot's channel permissions with the interaction, as Discord does."""
+    sync = await world.reelbot("sync", "--guild", str(world.guild_id))
+    assert await sync.wait() == 0, world.all_logs()
+    world.discord.set_bot_channel_permissions(
+        world.channel_id, deny=PERMISSIONS["EMBED_LINKS"] | PERMISSIONS["ATTACH_FILES"]
+    )
+    async with running_bot(world):
+        await world.discord.dispatch("INTERACTION_CREATE", world.slash_sora("a red fox"))
+        callback = await world.discord.wait_for(
+            lambda r: r.path.endswith("/callback") and r.method == "POST", timeout=10
+        )
+    assert callback.json["type"] == 4 and callback.json["data"]["flags"] & 64  # ephemeral
+    assert "**Embed Links**" in callback.json["data"]["content"]
+    assert "Attach Files" not in callback.json["data"]["content"]  # the link is the fallback
+    assert world.api.uploads == {} and world.api.submit_attempts == []

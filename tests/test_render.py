@@ -161,3 +161,34 @@ def test_problems_and_timestamps() -> None:
     assert render.timestamp(NOW, "f") == f"<t:{int(NOW)}:f>"
     assert render.duration_text(3720) == "1 h 2 min"
     assert isinstance(render.status(job(), NOW).embeds[0], discord.Embed)
+
+
+def test_elapsed_of_a_finished_job_is_its_recorded_run_time() -> None:
+    """After a restart, `now` and `finished_at` say nothing about how long the video took."""
+    finished = done(run_seconds=42.0, finished_at=NOW + 3 * 3600)
+    fields = {
+        f.name: f.value for f in render.result(finished, NOW, attached=False).embeds[0].fields
+    }
+    assert fields["Elapsed"] == "42 s"
+    assert "elapsed 42 s" in (render.status(finished, NOW + 5 * 3600).embeds[0].description or "")
+    failed = job(state=JobState.FAILED, finished_at=NOW - 35, cost=0.0)
+    assert "elapsed 1 min" in (render.status(failed, NOW + 3600).embeds[0].description or "")
+
+
+def test_details_of_a_huge_request_stay_well_under_discords_total() -> None:
+    veo = build_request(
+        model="veo3.1-fast-official",
+        prompt="y" * 6000,
+        negative_prompt="n" * 1500,
+        images=("https://i/1.png", "https://i/2.png"),
+        seed=3,
+    )
+    failed = done(request=veo, state=JobState.FAILED, error_message="e" * 2000)
+    rendered = render.details(failed)
+    within_limits(rendered)
+    (embed,) = rendered.embeds
+    assert len(embed) <= 5500
+    assert (embed.description or "").startswith("**Prompt**\nyyy")
+    assert (embed.description or "").endswith("…")
+    short = render.details(done()).embeds[0].description
+    assert short == "**Prompt**\na lighthouse at night"
