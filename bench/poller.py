@@ -500,6 +500,7 @@ async def run_scale(
     fake = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "fake-api", "--port", str(port),
         "--time-scale", str(time_scale), "--api-key", API_KEY,
+        "--balance", "1e12",  # 10,000 jobs must never meet a 402, however the timing falls
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     tmp = tempfile.TemporaryDirectory()

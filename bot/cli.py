@@ -84,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     fake.add_argument("--port", type=int, default=8765)
     fake.add_argument("--api-key", default="test-key")
     fake.add_argument(
+        "--balance", type=float, default=100.0, help="starting balance; tasks debit their cost"
+    )
+    fake.add_argument(
         "--time-scale",
         type=float,
         default=1.0,
@@ -120,7 +123,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         from bot.testing.fake_apimart import run_fake_api
 
         run_fake_api(
-            host=args.host, port=args.port, api_key=args.api_key, time_scale=args.time_scale
+            host=args.host,
+            port=args.port,
+            api_key=args.api_key,
+            time_scale=args.time_scale,
+            balance=args.balance,
         )
         return EXIT_OK
     from bot import launcher
