@@ -8,14 +8,16 @@ core never needs to know what a Discord channel is.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from bot.job import TERMINAL, Job, JobState
@@ -106,6 +108,22 @@ class Store:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        # SQLite allows one writer at a time; concurrent write transactions from the pool's
+        # connections would fight over the file lock and fail with "database is locked" under
+        # load. Queue them here instead (reads stay concurrent: WAL). PostgreSQL needs no lock.
+        self._write_lock: asyncio.Lock | None = (
+            asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        )
+
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[AsyncConnection]:
+        """One write transaction (serialised on SQLite)."""
+        if self._write_lock is None:
+            async with self.engine.begin() as conn:
+                yield conn
+            return
+        async with self._write_lock, self.engine.begin() as conn:
+            yield conn
 
     @classmethod
     async def open(cls, url: str) -> Store:
@@ -153,7 +171,7 @@ class Store:
             "video_urls": [],
             "delivered": False,
         }
-        async with self.engine.begin() as conn:
+        async with self._writing() as conn:
             result = await conn.execute(jobs_table.insert().values(**values))
             job_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
         assert job_id is not None
@@ -173,7 +191,7 @@ class Store:
         if unknown:
             raise ValueError(f"not updatable: {sorted(unknown)}")
         values = {k: (v.value if isinstance(v, JobState) else v) for k, v in fields.items()}
-        async with self.engine.begin() as conn:
+        async with self._writing() as conn:
             await conn.execute(
                 jobs_table.update().where(jobs_table.c.id == job.id).values(**values)
             )
@@ -183,7 +201,7 @@ class Store:
 
     async def replace_request(self, job: Job, request: VideoRequest) -> None:
         """Store the request with uploaded image URLs in place of the local files."""
-        async with self.engine.begin() as conn:
+        async with self._writing() as conn:
             await conn.execute(
                 jobs_table.update()
                 .where(jobs_table.c.id == job.id)
@@ -196,7 +214,7 @@ class Store:
         changes = list(changes)
         if not changes:
             return
-        async with self.engine.begin() as conn:
+        async with self._writing() as conn:
             for job, fields in changes:
                 await conn.execute(
                     jobs_table.update().where(jobs_table.c.id == job.id).values(**fields)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -81,3 +82,16 @@ async def test_plain_sqlite_url_gets_the_async_driver(tmp_path: Path) -> None:
     store = await Store.open(settings.DATABASE_URL)
     await store.close()
     assert (tmp_path / "x.db").exists()
+
+
+async def test_concurrent_writes_and_reads_all_land(store: Store) -> None:
+    """Submits, state changes, progress batches and reads at once (SQLite: one writer)."""
+    request = build_request(model="sora-2", prompt="p")
+    jobs = await asyncio.gather(*(store.create(request, now=float(i)) for i in range(300)))
+    await asyncio.gather(
+        *(store.update(j, state=JobState.RUNNING, task_id=f"t{j.id}") for j in jobs),
+        *(store.update_many([(j, {"progress": 50})]) for j in jobs[:100]),
+        *(store.unfinished() for _ in range(10)),
+    )
+    stored = await store.unfinished()
+    assert len(stored) == 300 and {j.state for j in stored} == {JobState.RUNNING}
