@@ -305,19 +305,8 @@ def _generate_settings(args: argparse.Namespace) -> Settings:
 
 def _report_invalid(exc: RequestInvalid, *, as_json: bool) -> None:
     if as_json:
-        print(
-            json.dumps(
-                {
-                    "task_id": None,
-                    "status": "invalid",
-                    "video_urls": [],
-                    "expires_at": None,
-                    "cost": None,
-                    "credits_cost": None,
-                    "elapsed_s": None,
-                    "error": str(exc),
-                }
-            )
-        )
+        from bot.job import outcome_record
+
+        print(json.dumps(outcome_record(status="invalid", error=str(exc))))
     for problem in exc.problems:
         print(f"error: {problem}", file=sys.stderr)

@@ -19,7 +19,7 @@ from discord.ext import commands
 
 from bot.apimart import ApimartError, PaymentRequired
 from bot.discord_notifier import DiscordNotifier
-from bot.jobs import BALANCE_EMPTY
+from bot.jobs import refusal_message
 from bot.request import RequestInvalid
 from bot.runtime import Runtime
 
@@ -73,9 +73,7 @@ async def report_error(
     elif isinstance(original, ApimartError):
         if isinstance(original, PaymentRequired):
             log.error("%s: APIMart balance is empty: %s", where, original)
-            message = BALANCE_EMPTY
-        else:
-            message = f"APIMart refused: {original.api_message or original}"
+        message = refusal_message(original)
     else:
         error_id = secrets.token_hex(4)
         log.error("error %s in %s", error_id, where, exc_info=original)

@@ -75,13 +75,37 @@ class Job:
 
     def outcome(self) -> dict[str, Any]:
         """The result as the CLI's `--json` prints it (and as any front end may show it)."""
-        return {
-            "task_id": self.task_id,
-            "status": self.state.value,
-            "video_urls": list(self.video_urls),
-            "expires_at": self.expires_at,
-            "cost": self.cost,
-            "credits_cost": self.credits_cost,
-            "elapsed_s": None if self.elapsed is None else round(self.elapsed, 1),
-            "error": self.error_message,
-        }
+        return outcome_record(
+            task_id=self.task_id,
+            status=self.state.value,
+            video_urls=self.video_urls,
+            expires_at=self.expires_at,
+            cost=self.cost,
+            credits_cost=self.credits_cost,
+            elapsed_s=None if self.elapsed is None else round(self.elapsed, 1),
+            error=self.error_message,
+        )
+
+
+def outcome_record(
+    *,
+    status: str,
+    task_id: str | None = None,
+    video_urls: list[str] | tuple[str, ...] = (),
+    expires_at: float | None = None,
+    cost: float | None = None,
+    credits_cost: float | None = None,
+    elapsed_s: float | None = None,
+    error: str | None = None,
+) -> dict[str, Any]:
+    """The one shape of `reelbot generate --json`, also for a request refused before a job."""
+    return {
+        "task_id": task_id,
+        "status": status,
+        "video_urls": list(video_urls),
+        "expires_at": expires_at,
+        "cost": cost,
+        "credits_cost": credits_cost,
+        "elapsed_s": elapsed_s,
+        "error": error,
+    }

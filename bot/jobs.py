@@ -144,7 +144,7 @@ class JobService:
         except ApimartError as exc:
             if isinstance(exc, PaymentRequired | AuthenticationFailed):
                 log.error("job %s: operator action needed: %s", job.id, exc)
-            return await self.end(job, JobState.FAILED, _error_code(exc), _refusal(exc))
+            return await self.end(job, JobState.FAILED, _error_code(exc), refusal_message(exc))
         await self.store.update(
             job, state=JobState.RUNNING, task_id=task_id, submitted_at=self.clock.now()
         )
@@ -249,7 +249,7 @@ def _error_code(exc: ApimartError) -> str:
     return exc.error_type or type(exc).__name__
 
 
-def _refusal(exc: ApimartError) -> str:
+def refusal_message(exc: ApimartError) -> str:
     """A sentence for the requester; the API's own words are kept (they may be Korean)."""
     if isinstance(exc, PaymentRequired):
         return BALANCE_EMPTY

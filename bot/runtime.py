@@ -95,7 +95,7 @@ async def open_runtime(
                 limiter,
                 concurrency=settings.POLL_CONCURRENCY,
             )
-            webhook = f"{settings.WEBHOOK_PUBLIC_URL}" if settings.WEBHOOK_PUBLIC_URL else None
+            webhook = settings.WEBHOOK_PUBLIC_URL  # None, or a checked http(s) URL
             jobs = JobService(
                 store=store,
                 api=api,
