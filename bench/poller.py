@@ -34,12 +34,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bot.apimart import TaskInfo  # noqa: E402
-from bot.config import Settings  # noqa: E402
-from bot.job import Job, JobState  # noqa: E402
-from bot.poller import FixedSchedule, Poller, RateLimiter, Schedule  # noqa: E402
-from bot.request import VideoRequest, build_request  # noqa: E402
-from bot.schedule import AdaptiveSchedule  # noqa: E402
+from bot.core.apimart import TaskInfo  # noqa: E402
+from bot.core.config import Settings  # noqa: E402
+from bot.core.job import Job, JobState  # noqa: E402
+from bot.core.poller import FixedSchedule, Poller, RateLimiter, Schedule  # noqa: E402
+from bot.core.request import VideoRequest, build_request  # noqa: E402
+from bot.core.schedule import AdaptiveSchedule  # noqa: E402
 from bot.testing.clock import ManualClock  # noqa: E402
 
 #: reelbot as shipped: the settings' defaults (not the environment or a .env file).
@@ -492,9 +492,9 @@ async def run_scale(
     """Submit `n` jobs through JobService to the stand-in API (another process); follow all."""
     import aiohttp
 
-    from bot.apimart import ApimartClient
-    from bot.jobs import JobService
-    from bot.store import Store
+    from bot.core.apimart import ApimartClient
+    from bot.core.jobs import JobService
+    from bot.core.store import Store
 
     port = _free_port()
     fake = await asyncio.create_subprocess_exec(
@@ -599,9 +599,9 @@ class _FirstPoll:
 
 async def run_resume(n: int) -> dict[str, Any]:
     """Insert `n` running jobs, then time `JobService.resume()` until the first poll."""
-    from bot.clock import SystemClock
-    from bot.jobs import JobService
-    from bot.store import Store, jobs_table
+    from bot.core.clock import SystemClock
+    from bot.core.jobs import JobService
+    from bot.core.store import Store, jobs_table
 
     tmp = tempfile.TemporaryDirectory()
     try:

@@ -2,9 +2,9 @@
 
 Every choice list is built from the catalog, so the menus offer only what a model accepts;
 what the menus cannot rule out (sora-2 at 1080p, two images for Omni, a PDF as an image) is
-refused by `bot.request` before anything is deferred, so the refusal is ephemeral and the
+refused by `bot.core.request` before anything is deferred, so the refusal is ephemeral and the
 API sees nothing. So is a channel where the bot could not post the result (its permissions
-there come with the interaction), and `/video` exists in servers only. The pipeline itself lives in `bot.jobs`; rendering in `bot.render`.
+there come with the interaction), and `/video` exists in servers only. The pipeline itself lives in `bot.core.jobs`; rendering in `bot.discord.render`.
 """
 
 from __future__ import annotations
@@ -17,12 +17,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import render
-from bot.catalog import CATALOG, FAMILIES, ImageStyle, IntParam, ModelSpec, union
-from bot.discord_bot import mark_public_placeholder, report_error
-from bot.job import Job, JobState
-from bot.jobs import ImageFile, with_pending_uploads
-from bot.request import (
+from bot.core.catalog import CATALOG, FAMILIES, ImageStyle, IntParam, ModelSpec, union
+from bot.core.job import Job, JobState
+from bot.core.jobs import ImageFile, with_pending_uploads
+from bot.core.request import (
     Problem,
     RequestInvalid,
     VideoRequest,
@@ -30,9 +28,11 @@ from bot.request import (
     check_image_file,
     frame_images,
 )
+from bot.discord import render
+from bot.discord.bot import mark_public_placeholder, report_error
 
 if TYPE_CHECKING:
-    from bot.discord_bot import ReelBot
+    from bot.discord.bot import ReelBot
 
 log = logging.getLogger(__name__)
 

@@ -14,12 +14,12 @@ import aiohttp
 import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bot.apimart import ApimartClient, RetryPolicy
-from bot.clock import SystemClock
-from bot.config import Settings
-from bot.jobs import JobService
-from bot.poller import FixedSchedule, Poller, RateLimiter
-from bot.store import Store, metadata
+from bot.core.apimart import ApimartClient, RetryPolicy
+from bot.core.clock import SystemClock
+from bot.core.config import Settings
+from bot.core.jobs import JobService
+from bot.core.poller import FixedSchedule, Poller, RateLimiter
+from bot.core.store import Store, metadata
 from bot.testing.fake_apimart import FakeApimart
 from bot.testing.notifier import RecordingNotifier
 

@@ -24,9 +24,9 @@ import discord
 import pytest
 from simcord import Env
 
-from bot.config import Settings
-from bot.discord_bot import ReelBot
-from bot.runtime import Runtime, open_runtime
+from bot.core.config import Settings
+from bot.core.runtime import Runtime, open_runtime
+from bot.discord.bot import ReelBot
 from bot.testing.fake_apimart import FakeApimart
 from bot.testing.notifier import RecordingNotifier
 from tests.conftest import API_KEY

@@ -13,7 +13,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
-from bot.apimart import (
+from bot.core.apimart import (
     ApimartClient,
     ApimartError,
     ApiUnreachable,
@@ -473,7 +473,7 @@ async def test_key_never_leaks(env: Env) -> None:
 
 
 async def test_key_not_in_logs(env: Env, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level("DEBUG", logger="bot.apimart")
+    caplog.set_level("DEBUG", logger="bot.core.apimart")
     env.fake.inject("task", 500, times=2)
     await env.client.get_task(await env.client.submit(OMNI))
     env.fake.inject("submit", 502)

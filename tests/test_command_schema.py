@@ -19,8 +19,8 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from bot.catalog import CATALOG, FAMILIES, union
-from bot.launcher import command_payload
+from bot.core.catalog import CATALOG, FAMILIES, union
+from bot.discord.launcher import command_payload
 
 SPEC = Path(__file__).resolve().parents[2] / "shared" / "discord-api-spec" / "openapi.json"
 NAME = re.compile(r"^[-_\w]{1,32}$")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import discord
 import pytest
 
-from bot.catalog import CATALOG
+from bot.core.catalog import CATALOG
 from bot.testing.fake_apimart import FakeTaskPlan
 from tests.discordfix import (  # noqa: F401 - fixtures
     PNG,
@@ -284,9 +284,9 @@ async def test_unexpected_errors_give_the_member_an_error_id(
 async def test_after_a_restart_buttons_work_and_missed_results_are_posted_once(
     reel: Reel,
 ) -> None:
-    from bot.discord_bot import ReelBot
-    from bot.job import JobState
-    from bot.request import build_request
+    from bot.core.job import JobState
+    from bot.core.request import build_request
+    from bot.discord.bot import ReelBot
 
     await reel.alice.slash(reel.channel, "video sora", prompt="before the restart")
     (old,) = await reel.wait_results()
@@ -329,7 +329,7 @@ def reroll_id(message: discord.Message) -> str | None:
 
 
 async def test_unconfirmed_job_offers_no_reroll_and_refuses_an_old_button(reel: Reel) -> None:
-    from bot.job import JobState
+    from bot.core.job import JobState
 
     reel.fake.inject("submit", 502, accept=True)  # APIMart took it, the answer was lost
     await reel.alice.slash(reel.channel, "video sora", prompt="maybe billed")

@@ -16,8 +16,8 @@ import discord
 import pytest
 from aiohttp import web
 
-from bot.discord_notifier import DiscordNotifier, EditThrottle
-from bot.job import Job, JobState
+from bot.core.job import Job, JobState
+from bot.discord.notifier import DiscordNotifier, EditThrottle
 from bot.testing.clock import ManualClock
 from bot.testing.fake_apimart import FakeTaskPlan
 from tests.discordfix import (  # noqa: F401 - fixtures
@@ -141,7 +141,7 @@ async def test_no_permission_and_expired_token_is_logged_not_raised(
         message="Missing Permissions",
         times=None,
     )
-    with caplog.at_level(logging.ERROR, logger="bot.discord_notifier"):
+    with caplog.at_level(logging.ERROR, logger="bot.discord.notifier"):
         await deliver(reel, job)
     assert not [
         r for r in reel.env.http_requests if r.method == "POST" and r.path.startswith("/webhooks/")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from bot.job import JobState
-from bot.jobs import ImageFile, with_pending_uploads
-from bot.request import build_request
+from bot.core.job import JobState
+from bot.core.jobs import ImageFile, with_pending_uploads
+from bot.core.request import build_request
 from bot.testing.fake_apimart import FakeApimart, FakeTaskPlan
 from tests.conftest import Pipeline
 

@@ -10,12 +10,19 @@ from typing import Any
 
 import pytest
 
-from bot.apimart import ApimartError, InvalidRequest, ProtocolError, TaskInfo
-from bot.clock import SystemClock
-from bot.job import Job, JobState
-from bot.poller import MAX_JOB_AGE, MAX_PAUSE, REFUSAL_LIMIT, FixedSchedule, Poller, RateLimiter
-from bot.request import build_request
-from bot.store import Store
+from bot.core.apimart import ApimartError, InvalidRequest, ProtocolError, TaskInfo
+from bot.core.clock import SystemClock
+from bot.core.job import Job, JobState
+from bot.core.poller import (
+    MAX_JOB_AGE,
+    MAX_PAUSE,
+    REFUSAL_LIMIT,
+    FixedSchedule,
+    Poller,
+    RateLimiter,
+)
+from bot.core.request import build_request
+from bot.core.store import Store
 from bot.testing.clock import ManualClock
 from bot.testing.notifier import RecordingNotifier
 

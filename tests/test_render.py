@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import discord
 
-from bot import render
-from bot.catalog import CATALOG
-from bot.job import Job, JobState
-from bot.request import Problem, RequestInvalid, build_request
+from bot.core.catalog import CATALOG
+from bot.core.job import Job, JobState
+from bot.core.request import Problem, RequestInvalid, build_request
+from bot.discord import render
 
 NOW = 1_800_000_000.0
 

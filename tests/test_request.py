@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from bot.catalog import CATALOG, FAMILIES, markdown_table
-from bot.request import RequestInvalid, build_request, check_image_file, frame_images
+from bot.core.catalog import CATALOG, FAMILIES, markdown_table
+from bot.core.request import RequestInvalid, build_request, check_image_file, frame_images
 
 SEEDS = Path(__file__).resolve().parents[1].parent / "shared" / "seeds"
 IMG = "https://cdn.example.com/a.png"
@@ -281,5 +281,5 @@ def test_catalog_is_complete_and_consistent() -> None:
 def test_readme_model_table_matches_the_catalog() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     assert markdown_table() in readme, (
-        "regenerate with: python -c 'from bot.catalog import markdown_table; print(markdown_table())'"
+        "regenerate with: python -c 'from bot.core.catalog import markdown_table; print(markdown_table())'"
     )

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from bot.apimart import RateLimited, TaskInfo
-from bot.job import Job, JobState
-from bot.poller import Poller, RateLimiter, Tracked
-from bot.request import build_request
-from bot.schedule import MIN_SAMPLES, AdaptiveSchedule
+from bot.core.apimart import RateLimited, TaskInfo
+from bot.core.job import Job, JobState
+from bot.core.poller import Poller, RateLimiter, Tracked
+from bot.core.request import build_request
+from bot.core.schedule import MIN_SAMPLES, AdaptiveSchedule
 from bot.testing.clock import ManualClock
 from bot.testing.notifier import RecordingNotifier
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.job import JobState
-from bot.request import build_request
-from bot.store import Store
+from bot.core.job import JobState
+from bot.core.request import build_request
+from bot.core.store import Store
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ async def test_only_known_fields_are_updatable(store: Store) -> None:
 
 
 async def test_plain_sqlite_url_gets_the_async_driver(tmp_path: Path) -> None:
-    from bot.config import Settings
+    from bot.core.config import Settings
 
     settings = Settings(_env_file=None, DATABASE_URL=f"sqlite:///{tmp_path / 'x.db'}")  # type: ignore[call-arg]
     assert settings.DATABASE_URL.startswith("sqlite+aiosqlite:///")

@@ -11,16 +11,16 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.apimart import ApimartClient, RetryPolicy
-from bot.clock import SystemClock
-from bot.job import JobState
-from bot.jobs import JobService
-from bot.poller import FixedSchedule, Poller, RateLimiter
-from bot.request import build_request
-from bot.store import Store
+from bot.core.apimart import ApimartClient, RetryPolicy
+from bot.core.clock import SystemClock
+from bot.core.job import JobState
+from bot.core.jobs import JobService
+from bot.core.poller import FixedSchedule, Poller, RateLimiter
+from bot.core.request import build_request
+from bot.core.store import Store
+from bot.core.webhook import MAX_BODY, WebhookServer, task_id_of
 from bot.testing.fake_apimart import FakeApimart, FakeTaskPlan
 from bot.testing.notifier import RecordingNotifier
-from bot.webhook import MAX_BODY, WebhookServer, task_id_of
 from tests.conftest import API_KEY
 
 

@@ -41,6 +41,8 @@ from typing import Any
 
 from aiohttp import BodyPartReader, WSMsgType, web
 
+from bot.discord.endpoints import point_discord_py_at
+
 __all__ = [
     "DEFAULT_BOT_PERMISSIONS",
     "DEFAULT_EVERYONE_PERMISSIONS",
@@ -152,26 +154,6 @@ OP_HEARTBEAT_ACK = 11
 
 
 # --------------------------------------------------------------------------- discord.py plumbing
-
-
-def point_discord_py_at(rest_base: str, gateway_url: str, cdn_base: str | None = None) -> None:
-    """Point discord.py's global URLs at a fake.
-
-    Sets ``discord.http.Route.BASE`` (every REST call, webhooks and interaction callbacks
-    included) and ``discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY`` (the first connect;
-    reconnects use ``resume_gateway_url`` from READY, which the fake also points at itself).
-    Optionally ``discord.asset.Asset.BASE`` (avatars/icons). Attachment URLs come from the
-    payloads themselves, so they already point at the fake's CDN.
-    """
-    import discord.asset
-    import discord.gateway
-    import discord.http
-    import yarl
-
-    discord.http.Route.BASE = rest_base.rstrip("/")
-    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
-    if cdn_base is not None:
-        discord.asset.Asset.BASE = cdn_base.rstrip("/")
 
 
 @contextlib.contextmanager

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 
-from bot.job import Job
+from bot.core.job import Job
 
 
 class RecordingNotifier:

@@ -14,10 +14,10 @@ from typing import Any
 
 import discord
 
-from bot.catalog import CATALOG, describe
-from bot.job import Job, JobState
-from bot.request import RequestInvalid
-from bot.terminal import progress_bar
+from bot.core.catalog import CATALOG, describe
+from bot.core.job import Job, JobState
+from bot.core.progress import progress_bar
+from bot.core.request import RequestInvalid
 
 CONTENT_LIMIT = 2000
 DESCRIPTION_LIMIT = 4096

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from bot.request import VideoRequest
+from bot.core.request import VideoRequest
 
 
 class JobState(StrEnum):

@@ -20,8 +20,8 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
-from bot.job import TERMINAL, Job, JobState
-from bot.request import VideoRequest
+from bot.core.job import TERMINAL, Job, JobState
+from bot.core.request import VideoRequest
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.apimart import ApimartError, PaymentRequired
-from bot.discord_notifier import DiscordNotifier
-from bot.jobs import refusal_message
-from bot.request import RequestInvalid
-from bot.runtime import Runtime
+from bot.core.apimart import ApimartError, PaymentRequired
+from bot.core.jobs import refusal_message
+from bot.core.request import RequestInvalid
+from bot.core.runtime import Runtime
+from bot.discord.notifier import DiscordNotifier
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ async def report_error(
     """
     original = getattr(error, "original", error)
     if isinstance(original, RequestInvalid):
-        from bot import render
+        from bot.discord import render
 
         message = render.problems(original)
     elif isinstance(error, app_commands.CheckFailure | app_commands.TransformerError):

@@ -55,7 +55,7 @@ __all__ = [
     "UploadedImage",
 ]
 
-log = logging.getLogger("bot.apimart")
+log = logging.getLogger("bot.core.apimart")
 
 SUBMIT_PATH = "/v1/videos/generations"
 UPLOAD_PATH = "/v1/uploads/images"

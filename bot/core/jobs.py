@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from bot.apimart import (
+from bot.core.apimart import (
     ApimartError,
     ApiUnreachable,
     AuthenticationFailed,
@@ -25,11 +25,11 @@ from bot.apimart import (
     SubmitOutcomeUnknown,
     UploadedImage,
 )
-from bot.clock import Clock
-from bot.job import Job, JobState
-from bot.poller import Notifier, Poller
-from bot.request import PENDING_PREFIX, RequestInvalid, VideoRequest, check_image_file
-from bot.store import Store
+from bot.core.clock import Clock
+from bot.core.job import Job, JobState
+from bot.core.poller import Notifier, Poller
+from bot.core.request import PENDING_PREFIX, RequestInvalid, VideoRequest, check_image_file
+from bot.core.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""`reelbot`: the terminal front end (and the entry point of the Discord bot).
+"""The terminal front end: `reelbot generate`, `models`, `check`, `fake-api`.
 
 Exit codes are part of the interface: 0 completed, 1 the task failed, 2 invalid input or
 settings (nothing was sent), 3 the API refused or could not be reached.
@@ -11,26 +11,21 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bot.catalog import CATALOG, describe
-from bot.config import Settings, SettingsError, load_settings
-from bot.request import RequestInvalid, build_request
+from bot.core.catalog import CATALOG, describe
+from bot.core.config import Settings, load_settings
+from bot.core.logs import setup_logging
+from bot.core.request import RequestInvalid, build_request
 
 EXIT_OK, EXIT_TASK_FAILED, EXIT_INVALID, EXIT_API = 0, 1, 2, 3
 
 log = logging.getLogger("bot")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="reelbot",
-        description="A Discord bot (and terminal tool) that makes short AI videos with APIMart.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def add_commands(sub: Any) -> None:
+    """The terminal's verbs, added to the `reelbot` parser by `bot.app`."""
     gen = sub.add_parser("generate", help="make one video from the terminal")
     gen.add_argument("prompt", help="what the video should show")
     gen.add_argument(
@@ -93,26 +88,9 @@ def _parser() -> argparse.ArgumentParser:
         help="simulated seconds per real second (60 = a 4-minute job in 4 s)",
     )
 
-    sub.add_parser("run", help="start the Discord bot")
-    sync = sub.add_parser("sync", help="register the slash commands with Discord")
-    sync.add_argument("--guild", type=int, help="a test server's id (instant); omit for global")
-    sub.add_parser("commands", help="print the JSON that `sync` sends")
-    return parser
 
-
-def main(argv: Sequence[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
-    try:
-        code = _dispatch(args)
-    except SettingsError as exc:
-        print(exc, file=sys.stderr)
-        code = EXIT_INVALID
-    except KeyboardInterrupt:
-        code = 130
-    sys.exit(code)
-
-
-def _dispatch(args: argparse.Namespace) -> int:
+def dispatch(args: argparse.Namespace) -> int | None:
+    """Run a terminal verb; None when the verb belongs to another front end."""
     if args.command == "models":
         return _models()
     if args.command == "generate":
@@ -130,35 +108,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             balance=args.balance,
         )
         return EXIT_OK
-    from bot import launcher
-
-    if args.command == "run":
-        return launcher.run()
-    if args.command == "sync":
-        return launcher.sync(args.guild)
-    if args.command == "commands":
-        return launcher.print_commands()
-    raise AssertionError(args.command)
-
-
-def setup_logging(level: str, *, stream: Any = None) -> None:
-    """One line per event, to stderr; the API key and Discord token never reach a log record."""
-    logging.basicConfig(
-        level=level,
-        stream=stream or sys.stderr,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
-    # At DEBUG, discord.py logs request URLs and gateway payloads, and those carry interaction
-    # tokens (webhook URLs `/webhooks/{app}/{token}`, `/interactions/{id}/{token}/callback`,
-    # the `token` of every INTERACTION_CREATE): these loggers never go below INFO.
-    floor = max(logging.INFO, logging.getLevelName(level))
-    for name in (
-        "discord.http",
-        "discord.gateway",
-        "discord.webhook.async_",
-        "discord.webhook.sync",
-    ):
-        logging.getLogger(name).setLevel(floor)
+    return None
 
 
 def _models() -> int:
@@ -178,7 +128,7 @@ def _check() -> int:
     async def ask() -> int:
         import aiohttp
 
-        from bot.apimart import ApimartClient, ApimartError
+        from bot.core.apimart import ApimartClient, ApimartError
 
         assert settings.APIMART_API_KEY is not None
         async with aiohttp.ClientSession() as session:
@@ -206,8 +156,8 @@ def _check() -> int:
 
 def _read_image(ref: str) -> Any:
     """A URL stays a URL (passed through); a local file becomes an ImageFile to upload."""
-    from bot.jobs import ImageFile
-    from bot.request import Problem
+    from bot.core.jobs import ImageFile
+    from bot.core.request import Problem
 
     if ref.startswith(("http://", "https://")):
         return ref
@@ -236,7 +186,7 @@ def _sniff(data: bytes) -> str | None:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from bot.jobs import with_pending_uploads
+    from bot.core.jobs import with_pending_uploads
 
     settings = _generate_settings(args)
     # The terminal shows a progress bar and the result; logs only for warnings (or DEBUG).
@@ -261,7 +211,7 @@ def _generate(args: argparse.Namespace) -> int:
             resize_mode=args.resize,
             enhance_prompt=args.enhance_prompt,
         )
-        from bot.jobs import JobService
+        from bot.core.jobs import JobService
 
         JobService.check_files(request, files)
     except RequestInvalid as exc:
@@ -270,14 +220,14 @@ def _generate(args: argparse.Namespace) -> int:
     for note in request.notes():
         print(f"note: {note}", file=sys.stderr)
 
-    from bot.terminal import run_generate
+    from bot.terminal.generate import run_generate
 
     job = asyncio.run(run_generate(settings, request, files, fake=args.fake, quiet=args.json))
     outcome = job.outcome()
     if args.json:
         print(json.dumps(outcome, ensure_ascii=False))
     else:
-        from bot.terminal import format_outcome
+        from bot.terminal.generate import format_outcome
 
         print(format_outcome(job))
     if job.state.value == "completed" and job.video_urls:
@@ -290,7 +240,7 @@ def _generate_settings(args: argparse.Namespace) -> Settings:
         return load_settings(require=("APIMART_API_KEY",))
     from pydantic import SecretStr
 
-    from bot.terminal import FAKE_API_KEY
+    from bot.terminal.generate import FAKE_API_KEY
 
     settings = load_settings()
     return settings.model_copy(
@@ -305,7 +255,7 @@ def _generate_settings(args: argparse.Namespace) -> Settings:
 
 def _report_invalid(exc: RequestInvalid, *, as_json: bool) -> None:
     if as_json:
-        from bot.job import outcome_record
+        from bot.core.job import outcome_record
 
         print(json.dumps(outcome_record(status="invalid", error=str(exc))))
     for problem in exc.problems:

@@ -15,14 +15,14 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from bot.apimart import ApimartClient
-from bot.clock import Clock, SystemClock
-from bot.config import Settings
-from bot.jobs import JobService
-from bot.poller import Notifier, Poller, RateLimiter, Schedule
-from bot.schedule import AdaptiveSchedule
-from bot.store import Store
-from bot.webhook import WebhookServer
+from bot.core.apimart import ApimartClient
+from bot.core.clock import Clock, SystemClock
+from bot.core.config import Settings
+from bot.core.jobs import JobService
+from bot.core.poller import Notifier, Poller, RateLimiter, Schedule
+from bot.core.schedule import AdaptiveSchedule
+from bot.core.store import Store
+from bot.core.webhook import WebhookServer
 
 log = logging.getLogger(__name__)
 

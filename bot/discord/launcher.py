@@ -17,8 +17,10 @@ from typing import Any
 
 import discord
 
-from bot.config import Settings, load_settings
-from bot.job import Job
+from bot.core.config import Settings, load_settings
+from bot.core.job import Job
+from bot.core.logs import setup_logging
+from bot.discord.endpoints import point_discord_py_at
 
 log = logging.getLogger(__name__)
 
@@ -40,31 +42,21 @@ class _NotConnected:
         raise RuntimeError("Discord is not connected yet")
 
 
-def point_at_local_discord(settings: Settings) -> None:
-    """Send discord.py to a local fake Discord (end-to-end tests, offline demo) if configured."""
+def point_at_configured_discord(settings: Settings) -> None:
+    """Send discord.py to a REST proxy or a local fake Discord when the settings name one."""
     if not settings.DISCORD_API_BASE and not settings.DISCORD_GATEWAY_URL:
         return
     rest = settings.DISCORD_API_BASE or discord.http.Route.BASE
     gateway = settings.DISCORD_GATEWAY_URL or str(discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
-    try:
-        from bot.testing.fake_discord import point_discord_py_at
-    except ImportError:  # pragma: no cover - the fake ships with the package
-        import yarl
-
-        discord.http.Route.BASE = rest.rstrip("/")
-        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway)
-    else:
-        point_discord_py_at(rest, gateway)
+    point_discord_py_at(rest, gateway)
     log.info("using Discord at %s (gateway %s)", rest, gateway)
 
 
 def run() -> int:
     """Start the bot and run until SIGTERM/SIGINT; open jobs stay resumable."""
-    from bot.cli import setup_logging
-
     settings = load_settings(require=("DISCORD_TOKEN", "APIMART_API_KEY"))
     setup_logging(settings.LOG_LEVEL)
-    point_at_local_discord(settings)
+    point_at_configured_discord(settings)
     try:
         return asyncio.run(_run(settings))
     except discord.LoginFailure:
@@ -76,8 +68,8 @@ def run() -> int:
 
 
 async def _run(settings: Settings) -> int:
-    from bot.discord_bot import ReelBot
-    from bot.runtime import open_runtime
+    from bot.core.runtime import open_runtime
+    from bot.discord.bot import ReelBot
 
     assert settings.DISCORD_TOKEN is not None
     token = settings.DISCORD_TOKEN.get_secret_value()
@@ -113,11 +105,9 @@ async def _run(settings: Settings) -> int:
 
 def sync(guild_id: int | None) -> int:
     """Register the slash commands: to one server at once, or globally (up to an hour)."""
-    from bot.cli import setup_logging
-
     settings = load_settings(require=("DISCORD_TOKEN",))
     setup_logging(settings.LOG_LEVEL)
-    point_at_local_discord(settings)
+    point_at_configured_discord(settings)
     try:
         synced = asyncio.run(_sync(settings, guild_id))
     except discord.LoginFailure:
@@ -133,7 +123,7 @@ def sync(guild_id: int | None) -> int:
 
 async def _sync(settings: Settings, guild_id: int | None) -> list[str]:
     """Log in over REST only (no gateway connection) and PUT the command list."""
-    from bot.discord_bot import ReelBot
+    from bot.discord.bot import ReelBot
 
     assert settings.DISCORD_TOKEN is not None
     bot = ReelBot(runtime=None)
@@ -152,7 +142,7 @@ def command_payload() -> list[dict[str, Any]]:
 
 
 async def _command_payload() -> list[dict[str, Any]]:
-    from bot.discord_bot import ReelBot
+    from bot.discord.bot import ReelBot
 
     bot = ReelBot(runtime=None)
     await bot.setup_hook()

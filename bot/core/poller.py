@@ -6,7 +6,7 @@ polls it through a bounded pool of concurrent requests under one shared request 
 `Notifier`. 10,000 open jobs cost 10,000 small heap entries, not 10,000 coroutines.
 
 The schedule is a strategy: `FixedSchedule` is what public clients do (every few seconds);
-`bot.schedule.AdaptiveSchedule` asks far less often while a job is far from done.
+`bot.core.schedule.AdaptiveSchedule` asks far less often while a job is far from done.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from bot.apimart import (
+from bot.core.apimart import (
     ApimartError,
     ApiUnreachable,
     AuthenticationFailed,
@@ -28,8 +28,8 @@ from bot.apimart import (
     TaskInfo,
     TaskNotFound,
 )
-from bot.clock import Clock
-from bot.job import Job, JobState
+from bot.core.clock import Clock
+from bot.core.job import Job, JobState
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from bot.catalog import CATALOG, ImageStyle, ModelSpec, get_model
+from bot.core.catalog import CATALOG, ImageStyle, ModelSpec, get_model
 
 #: Placeholder for an image that is still a local file / attachment and will be uploaded.
 PENDING_PREFIX = "pending-upload:"

@@ -32,9 +32,9 @@ from typing import Any
 import aiohttp
 import discord
 
-from bot import render
-from bot.clock import Clock
-from bot.job import Job, JobState
+from bot.core.clock import Clock
+from bot.core.job import Job, JobState
+from bot.discord import render
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class Destination:
 
 
 class DiscordNotifier:
-    """Implements `bot.poller.Notifier` with real discord.py calls."""
+    """Implements `bot.core.poller.Notifier` with real discord.py calls."""
 
     def __init__(
         self,

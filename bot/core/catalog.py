@@ -1,6 +1,6 @@
 """What each APIMart video model accepts: the single source of truth.
 
-Validation (`bot.request`), the CLI's choices and help, the slash-command choices, `/video models`
+Validation (`bot.core.request`), the CLI's choices and help, the slash-command choices, `/video models`
 and the README's model table are all derived from `CATALOG`. Adding a model is adding one
 `ModelSpec` entry below; nothing else in the code names a model's limits.
 

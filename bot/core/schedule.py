@@ -31,8 +31,8 @@ from bisect import bisect_left, insort
 from collections import deque
 from dataclasses import dataclass, field
 
-from bot.apimart import TaskInfo
-from bot.poller import Tracked
+from bot.core.apimart import TaskInfo
+from bot.core.poller import Tracked
 
 Key = tuple[str, int | None, str]
 

@@ -16,24 +16,17 @@ from typing import TextIO
 
 from aiohttp import web
 
-from bot.config import Settings
-from bot.job import Job
-from bot.jobs import ImageFile
-from bot.poller import FixedSchedule
-from bot.request import VideoRequest
-from bot.runtime import open_runtime
+from bot.core.config import Settings
+from bot.core.job import Job
+from bot.core.jobs import ImageFile
+from bot.core.poller import FixedSchedule
+from bot.core.progress import progress_bar
+from bot.core.request import VideoRequest
+from bot.core.runtime import open_runtime
 
 FAKE_API_KEY = "reelbot-offline-demo"
 #: In the offline demo a 4-minute job takes 2 seconds.
 FAKE_TIME_SCALE = 120.0
-BAR_WIDTH = 28
-
-
-def progress_bar(percent: int, width: int = BAR_WIDTH) -> str:
-    """`[██████░░░░░░]  42%` — used by the terminal and by Discord status messages."""
-    percent = max(0, min(100, percent))
-    filled = round(width * percent / 100)
-    return f"[{'█' * filled}{'░' * (width - filled)}] {percent:3d}%"
 
 
 class TerminalNotifier:
