@@ -19,7 +19,6 @@ from discord.ext import commands
 from bot.testing.fake_discord import (
     PERMISSIONS,
     FakeDiscord,
-    RecordedRequest,
     discord_py_pointed_at,
 )
 from tests.openapi import discord_openapi
@@ -331,7 +330,3 @@ async def test_gateway_resume_wrong_token_and_unknown_route(fake: FakeDiscord) -
             assert resp.headers["Content-Type"] == "application/json"
             assert (await resp.json())["url"].startswith("ws://127.0.0.1:")
 
-
-def test_recorded_request_shape() -> None:
-    r = RecordedRequest("GET", "/x", {}, None, [], {}, 0.0)
-    assert r.kind == "api" and r.route is None
