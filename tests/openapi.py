@@ -21,7 +21,9 @@ from typing import Any
 import pytest
 
 ENV = "DISCORD_OPENAPI_SPEC"
-BESIDE_CHECKOUT = Path(__file__).resolve().parents[2] / "shared" / "discord-api-spec" / "openapi.json"
+BESIDE_CHECKOUT = (
+    Path(__file__).resolve().parents[2] / "shared" / "discord-api-spec" / "openapi.json"
+)
 HOW = (
     f"Discord's OpenAPI spec not found: set {ENV} to a copy of openapi.json "
     "(https://github.com/discord/discord-api-spec, specs/openapi.json) "

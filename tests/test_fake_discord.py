@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -329,4 +328,3 @@ async def test_gateway_resume_wrong_token_and_unknown_route(fake: FakeDiscord) -
         async with session_http.get(fake.rest_base + "/gateway") as resp:
             assert resp.headers["Content-Type"] == "application/json"
             assert (await resp.json())["url"].startswith("ws://127.0.0.1:")
-
