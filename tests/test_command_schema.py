@@ -57,6 +57,7 @@ def test_video_is_for_servers_only(payload: list[dict[str, Any]]) -> None:
     assert video["dm_permission"] is False  # the older flag, for clients that still read it
 
 
+@pytest.mark.e2e  # a real `reelbot commands` process
 def test_the_cli_prints_the_same_list() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "bot", "commands"],

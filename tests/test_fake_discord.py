@@ -24,6 +24,9 @@ from tests.openapi import discord_openapi
 
 TOKEN = "test-token-123"
 
+#: A real discord.py client against the whole fake Discord: left out of the fast loop.
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeDiscord]:
