@@ -101,7 +101,7 @@ def _aspect_text(models: tuple[str, ...]) -> str:
 
 
 def _image_text(spec: ModelSpec, what: str) -> str:
-    """`A reference image (jpeg/png/webp, up to 10 MB)`."""
+    """`what (formats, up to size)`: what an image option takes, from the model's limits."""
     limits = f"{formats_text(spec.image_formats)}, up to {size_text(spec.image_max_bytes)}"
     return f"{what} ({limits})"
 
@@ -119,7 +119,7 @@ def _param_text(param: ChoiceParam) -> str:
 
 
 def _range_text(models: tuple[str, ...]) -> str:
-    """`sora-2 (720p) or sora-2-pro (up to 1080p)`: each model's highest resolution."""
+    """`model (resolution) or model (up to resolution)`: each model's highest resolution."""
 
     def span(spec: ModelSpec) -> str:
         top = spec.resolutions[-1]
