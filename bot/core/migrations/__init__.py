@@ -114,3 +114,28 @@ async def current(engine: AsyncEngine) -> tuple[str, ...]:
 
     result: tuple[str, ...] = await _run(engine, read)
     return result
+
+
+def write_revision(message: str) -> Path:
+    """Write the next revision from the difference between `schema.py` and head (developers).
+
+    The difference is taken against a scratch in-memory SQLite database migrated to head, so
+    no real database is needed; read the generated file, it is a draft (Alembic cannot tell
+    a rename from a drop and an add).
+    """
+    engine = sa.create_engine("sqlite://")
+    try:
+        with engine.begin() as conn:
+            _upgrade(conn)
+            number = len(list(scripts().walk_revisions())) + 1
+            slug = "_".join(message.lower().split())[:40] or "revision"
+            script = command.revision(
+                config(conn), message, autogenerate=True, rev_id=f"{number:04d}"
+            )
+    finally:
+        engine.dispose()
+    assert script is not None and not isinstance(script, list)
+    path = Path(script.path)
+    target = path.with_name(f"{number:04d}_{slug}.py")
+    path.rename(target)
+    return target
