@@ -37,4 +37,3 @@ jobs_table = sa.Table(
     sa.Column("error_message", sa.Text),
     sa.Column("delivered", sa.Boolean, nullable=False, default=False, index=True),
 )
-

@@ -33,7 +33,9 @@ def add_commands(sub: Any) -> None:
 def dispatch(args: argparse.Namespace) -> int:
     if args.db_command == "revision":
         path = migrations.write_revision(args.message)
-        print(f"wrote {path}; read it, `ruff format` it, run the tests (they compare it with schema.py)")
+        print(
+            f"wrote {path}; read it, `ruff format` it, run the tests (they compare it with schema.py)"
+        )
         return EXIT_OK
     settings = load_settings()
     setup_logging("WARNING")
