@@ -39,8 +39,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return EXIT_OK
     settings = load_settings()
     setup_logging("WARNING")
-    if path := settings.sqlite_path():
-        path.parent.mkdir(parents=True, exist_ok=True)
+    if folder := settings.sqlite_path():
+        folder.parent.mkdir(parents=True, exist_ok=True)
     step = migrations.upgrade if args.db_command == "upgrade" else migrations.current
     revisions = asyncio.run(_on(settings.DATABASE_URL, step))
     at = ", ".join(revisions) or "none (an empty database)"
