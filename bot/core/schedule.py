@@ -23,10 +23,20 @@ slowly again. Failures cannot be predicted: they are found at the current pace.
 With a webhook (`webhook=True`) the callback is what finds the end; polls are only a safety
 net: none before the job is probably over (a high duration quantile, or `estimated_time`),
 then one every `max_interval`.
+
+Under a binding request budget the *due time* says when a poll would help, and the
+*priority* (`priority`) says how much: the poller spends each token on the due poll with the
+lowest priority key (see `bot.core.selection`). A new job's first poll and its early
+failure checks come first; polls near a job's end (and webhook hints) are keyed by their due
+time; a sparse poll far from the end is keyed by its latest acceptable time
+(`max_interval` after the last one), so it is stretched when tokens are short and never
+starves. A job picked up again after a restart (or from another worker) is first polled at
+its earliest plausible end, not all at once.
 """
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left, insort
 from collections import deque
 from dataclasses import dataclass, field
@@ -58,6 +68,15 @@ MIN_RATE_SPAN = 8.0
 WEBHOOK_SAFETY_QUANTILE = 0.95
 #: ... plus this grace (the webhook's first delivery plus its first retry, ~10 s).
 WEBHOOK_GRACE = 15.0
+#: Early failure checks after the first poll (seconds after submit): moderation refuses in
+#: the first seconds, and a member should not wait a sparse minute to learn that.
+EARLY_CHECKS = (12.0, 24.0)
+#: A job first tracked longer than this after its submit is being picked up again (a
+#: restart, another worker's lease): its first poll is spread, not a new job's first look.
+RESUMED_AFTER = 15.0
+#: Priority keys (seconds): lower is served first when tokens are short. A new job's first
+#: poll and its early checks go ahead of everything else by this much.
+FIRST_POLL_LEAD = 1e6
 
 
 class Window:
@@ -184,7 +203,27 @@ class AdaptiveSchedule:
     def first_due(self, tracked: Tracked, now: float) -> float:
         if self.webhook:
             return max(now, tracked.started + self._safety_start(tracked))
-        return max(now, tracked.started + self.initial_delay)
+        elapsed = now - tracked.started
+        if elapsed <= RESUMED_AFTER:
+            return max(now, tracked.started + self.initial_delay)
+        # Picked up again: spread by the expected end rather than all due at once (a herd of
+        # 10,000 would take minutes of budget). Within `max_interval` either way.
+        tracked.extra["resumed"] = True
+        to_low = self.earliest_end(tracked, elapsed, tracked.last_progress) - elapsed
+        return now + min(self.max_interval, max(0.0, to_low))
+
+    def priority(self, tracked: Tracked, due: float) -> float:
+        """The poll's place in line when the budget is short (lower first); see the module."""
+        if tracked.extra.pop("urgent", False):  # a webhook hint: the job is probably over
+            return due - FIRST_POLL_LEAD
+        if not tracked.extra.get("resumed") and (
+            tracked.polls == 0 or tracked.extra.get("early")
+        ):
+            return due - FIRST_POLL_LEAD
+        if tracked.extra.get("sparse"):
+            last = tracked.last_poll_at or tracked.started
+            return max(due, last + self.max_interval)
+        return due
 
     def next_due(self, tracked: Tracked, info: TaskInfo, now: float) -> float:
         elapsed = now - tracked.started
@@ -193,7 +232,10 @@ class AdaptiveSchedule:
         obs.append((elapsed, progress))
         if len(obs) > MAX_OBSERVATIONS:
             del obs[1]  # keep the first reading and the most recent ones
+        tracked.extra["early"] = False
+        tracked.extra["sparse"] = False
         if self.webhook:
+            tracked.extra["sparse"] = True
             start = tracked.started + self._safety_start(tracked)
             return max(now + self.min_interval, start, now + self.max_interval)
         overdue = self._overdue_after(tracked)
@@ -206,6 +248,14 @@ class AdaptiveSchedule:
             interval = self.sparse_fraction * to_low
             if to_low - interval < self.min_interval:
                 interval = to_low
+            else:
+                tracked.extra["sparse"] = interval > self.min_interval
+        early = next((at for at in EARLY_CHECKS if at > elapsed), None)
+        if early is not None and not tracked.extra.get("resumed"):
+            if tracked.started + early < now + interval:
+                tracked.extra["early"] = True
+                tracked.extra["sparse"] = False
+                interval = max(self.min_interval, tracked.started + early - now)
         return now + min(self.max_interval, max(self.min_interval, interval))
 
     def retry_due(self, tracked: Tracked, now: float) -> float:
@@ -215,8 +265,10 @@ class AdaptiveSchedule:
         window = self._duration_window(tracked.key)
         if window is not None:
             return window.quantile(WEBHOOK_SAFETY_QUANTILE) + WEBHOOK_GRACE
+        # Cold: never wait longer than twice the docs' typical job for the first safety
+        # poll, so a webhook that never calls back is noticed within two job lifetimes.
         estimate = tracked.info.estimated_time if tracked.info is not None else None
-        return (estimate or 2 * DEFAULT_EXPECTED) + WEBHOOK_GRACE
+        return min(estimate or math.inf, 2 * DEFAULT_EXPECTED) + WEBHOOK_GRACE
 
     # -- learning ------------------------------------------------------------------------------
 
