@@ -259,6 +259,16 @@ class Poller:
             self._wake.set()
         return True
 
+    def replan(self) -> None:
+        """The schedule changed its mind (the webhook went quiet): plan every waiting poll
+        again, keeping whichever time is sooner."""
+        now = self.clock.now()
+        for tracked in self._tracked.values():
+            if tracked.due != float("inf"):
+                due = max(now, self.schedule.first_due(tracked, now))
+                if due < tracked.due:
+                    self._push(tracked, due)
+
     def tracked(self, job_id: int) -> Tracked | None:
         return self._tracked.get(job_id)
 
@@ -306,9 +316,9 @@ class Poller:
             if wait > 0:
                 self._token_wait = wait
                 break
-            job_id = self._ready.pop(self._tracked.get)
-            assert job_id is not None
-            tracked = self._tracked[job_id]
+            chosen = self._ready.pop(self._tracked.get)
+            assert chosen is not None
+            tracked = self._tracked[chosen]
             tracked.due = float("inf")
             task = asyncio.create_task(self._poll(tracked, paid=True))
             self._inflight.add(task)

@@ -23,6 +23,7 @@ from bot.core.poller import Notifier, Poller, RateLimiter, Schedule
 from bot.core.schedule import AdaptiveSchedule
 from bot.core.store import Store
 from bot.core.webhook import WebhookServer
+from bot.core.webhook_health import WebhookHealth
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ async def open_runtime(
         path.parent.mkdir(parents=True, exist_ok=True)
     assert settings.APIMART_API_KEY is not None
     limiter = RateLimiter(clock, settings.API_REQUESTS_PER_SECOND)
+    schedule = schedule or make_schedule(settings)
     async with aiohttp.ClientSession() as session:
         store = await Store.open(url)
         try:
@@ -91,7 +93,7 @@ async def open_runtime(
                 store,
                 notifier,
                 clock,
-                schedule or make_schedule(settings),
+                schedule,
                 limiter,
                 concurrency=settings.POLL_CONCURRENCY,
             )
@@ -114,6 +116,10 @@ async def open_runtime(
                     # APIMart's callbacks fail and are retried (and polls still run).
                     host, port = settings.webhook_listen
                     runtime.webhook = WebhookServer(poller, host, port)
+                    # Callbacks that never come (a wrong URL) are noticed and polled around.
+                    health = WebhookHealth(schedule, on_change=lambda _: poller.replan())
+                    poller.on_finished.append(health.observe)
+                    runtime.webhook.health = health
                     await runtime.webhook.start()
                 yield runtime
             finally:

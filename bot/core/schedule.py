@@ -26,9 +26,9 @@ then one every `max_interval`.
 
 Under a binding request budget the *due time* says when a poll would help, and the
 *priority* (`priority`) says how much: the poller spends each token on the due poll with the
-lowest priority key (see `bot.core.selection`). A new job's first poll and its early
-failure checks come first; polls near a job's end (and webhook hints) are keyed by their due
-time; a sparse poll far from the end is keyed by its latest acceptable time
+lowest priority key (see `bot.core.selection`). A new job's first poll (which also finds
+most early failures) and webhook hints come first; polls near a job's end and the early
+failure checks are keyed by their due time; a sparse poll far from the end is keyed by its latest acceptable time
 (`max_interval` after the last one), so it is stretched when tokens are short and never
 starves. A job picked up again after a restart (or from another worker) is first polled at
 its earliest plausible end, not all at once.
@@ -68,6 +68,10 @@ MIN_RATE_SPAN = 8.0
 WEBHOOK_SAFETY_QUANTILE = 0.95
 #: ... plus this grace (the webhook's first delivery plus its first retry, ~10 s).
 WEBHOOK_GRACE = 15.0
+#: Between the `TAIL` bound and this one an end is possible but rare: polls there are
+#: `RELAXED_FACTOR` times `min_interval` apart (worst case ~9 s for ~9 % of jobs).
+RELAXED_TAIL = 0.10
+RELAXED_FACTOR = 2.0
 #: Early failure checks after the first poll (seconds after submit): moderation refuses in
 #: the first seconds, and a member should not wait a sparse minute to learn that.
 EARLY_CHECKS = (12.0, 24.0)
@@ -75,7 +79,7 @@ EARLY_CHECKS = (12.0, 24.0)
 #: restart, another worker's lease): its first poll is spread, not a new job's first look.
 RESUMED_AFTER = 15.0
 #: Priority keys (seconds): lower is served first when tokens are short. A new job's first
-#: poll and its early checks go ahead of everything else by this much.
+#: poll and a webhook hint go ahead of everything else by this much.
 FIRST_POLL_LEAD = 1e6
 
 
@@ -143,26 +147,28 @@ class AdaptiveSchedule:
         estimate = tracked.info.estimated_time if tracked.info is not None else None
         return min(DEFAULT_EXPECTED, estimate) if estimate else DEFAULT_EXPECTED
 
-    def _prior_low(self, tracked: Tracked, estimate: float | None, progress: int) -> float:
+    def _prior_low(
+        self, tracked: Tracked, estimate: float | None, progress: int, tail: float
+    ) -> float:
         window = self._duration_window(tracked.key)
         if window is not None:
-            return window.quantile(self.tail)
+            return window.quantile(tail)
         if progress > 0:
             return 0.0  # a cold guess never outweighs what progress shows
         return COLD_LOW_SHARE_OF_ESTIMATE * estimate if estimate else COLD_LOW
 
-    def _fraction_high(self, model: str, progress: int) -> float:
+    def _fraction_high(self, model: str, progress: int, tail: float) -> float:
         bucket = _bucket(progress)
         for k in ((model, bucket), (None, bucket)):
             window = self._fractions.get(k)
             if window is not None and len(window) >= MIN_SAMPLES:
-                return window.quantile(1.0 - self.tail)
+                return window.quantile(1.0 - tail)
         return min(1.0, 0.15 + progress / 100)  # cold: progress may lag time a lot
 
-    def _ratio_low(self, progress: int) -> float:
+    def _ratio_low(self, progress: int, tail: float) -> float:
         window = self._ratios.get(_rate_bucket(progress))
         if window is not None and len(window) >= MIN_SAMPLES:
-            return window.quantile(self.tail)
+            return window.quantile(tail)
         return 0.3  # cold: the pace may triple
 
     @staticmethod
@@ -178,18 +184,21 @@ class AdaptiveSchedule:
                 return (100 - progress) / rate
         return None
 
-    def earliest_end(self, tracked: Tracked, elapsed: float, progress: int) -> float:
-        """The earliest plausible end, in seconds after submit."""
+    def earliest_end(
+        self, tracked: Tracked, elapsed: float, progress: int, tail: float | None = None
+    ) -> float:
+        """The earliest plausible end, in seconds after submit (`tail`: how plausible)."""
+        tail = self.tail if tail is None else tail
         info = tracked.info
         estimate = info.estimated_time if info is not None else None
-        low = self._prior_low(tracked, estimate, progress)
+        low = self._prior_low(tracked, estimate, progress, tail)
         if progress > 0:
-            low = max(low, elapsed / self._fraction_high(tracked.key[0], progress))
+            low = max(low, elapsed / self._fraction_high(tracked.key[0], progress, tail))
             obs = tracked.extra.get("obs")
             if obs:
                 remaining = self._pace_remaining(obs, len(obs) - 1)
                 if remaining is not None:
-                    low = max(low, elapsed + remaining * self._ratio_low(progress))
+                    low = max(low, elapsed + remaining * self._ratio_low(progress, tail))
         return low
 
     def _overdue_after(self, tracked: Tracked) -> float:
@@ -216,10 +225,8 @@ class AdaptiveSchedule:
         """The poll's place in line when the budget is short (lower first); see the module."""
         if tracked.extra.pop("urgent", False):  # a webhook hint: the job is probably over
             return due - FIRST_POLL_LEAD
-        if not tracked.extra.get("resumed") and (
-            tracked.polls == 0 or tracked.extra.get("early")
-        ):
-            return due - FIRST_POLL_LEAD
+        if tracked.polls == 0 and not tracked.extra.get("resumed"):
+            return due - FIRST_POLL_LEAD  # a new job's first look (and first failure check)
         if tracked.extra.get("sparse"):
             last = tracked.last_poll_at or tracked.started
             return max(due, last + self.max_interval)
@@ -248,6 +255,11 @@ class AdaptiveSchedule:
             interval = self.sparse_fraction * to_low
             if to_low - interval < self.min_interval:
                 interval = to_low
+                # Past the 1 % bound but short of the 10 % one, an end is still unlikely:
+                # polls twice as far apart there, densest only where ends are common.
+                likely = self.earliest_end(tracked, elapsed, progress, RELAXED_TAIL) - elapsed
+                if likely > self.min_interval:
+                    interval = min(RELAXED_FACTOR * self.min_interval, likely)
             else:
                 tracked.extra["sparse"] = interval > self.min_interval
         early = next((at for at in EARLY_CHECKS if at > elapsed), None)

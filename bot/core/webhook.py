@@ -61,6 +61,8 @@ class WebhookServer:
         self.poked = 0
         self.unknown = 0
         self.rejected = 0
+        #: Whether callbacks reach us (`bot.core.webhook_health`), set by the runtime.
+        self.health: Any = None
         self.app = self.make_app()
         self._runner: web.AppRunner | None = None
 
@@ -70,7 +72,7 @@ class WebhookServer:
         # reverse proxy may or may not strip: accept any path ending in /callback.
         app.router.add_post("/callback", self.handle)
         app.router.add_post("/{prefix:.+}/callback", self.handle)
-        app.router.add_get("/healthz", self.health)
+        app.router.add_get("/healthz", self.healthz)
         return app
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -101,8 +103,13 @@ class WebhookServer:
             log.debug("webhook: task %s is not followed (finished, forged or foreign)", task_id)
         return web.json_response({"ok": True})
 
-    async def health(self, request: web.Request) -> web.Response:
-        return web.json_response({"ok": True})
+    @property
+    def callbacks_arriving(self) -> bool:
+        """False once finished jobs are being found by polling instead of by callbacks."""
+        return self.health is None or bool(self.health.healthy)
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "callbacks_arriving": self.callbacks_arriving})
 
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)

@@ -11,6 +11,11 @@ Why it looks the way it does:
   background tasks: `job_progress` returns at once, so a rate-limited edit never holds one
   of the poller's slots. At most one edit per job is in flight; a progress event meanwhile
   is skipped, not queued: the next one, or the final edit, shows the latest state.
+* Every request to a channel (progress edits, the final status edit, the result, a
+  follow-up) takes a slot of that channel's budget (`ChannelBudget`: Discord's 5 per 5 s):
+  results first, progress edits dropped first.
+* Results are streamed to a temporary file, never held in memory: 200 deliveries of 8 MB
+  videos after a restart must not need 1.6 GB (and the poller runs only a few at once).
 * The final status edit is best-effort: once the result message is in the channel the job
   counts as delivered, whatever happens to that edit (shutdown, a closed session, 5xx).
 * Delivery errors are sorted: the channel is gone → logged and considered delivered; no
@@ -23,11 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import io
 import logging
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import aiohttp
 import discord
@@ -37,6 +42,7 @@ from bot.core.clock import Clock
 from bot.core.job import Job, JobState
 from bot.core.ratelimit import TokenBucket
 from bot.discord import render
+from bot.discord.channel_budget import ChannelBudget, Priority
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +50,9 @@ log = logging.getLogger(__name__)
 ENTITY_TOO_LARGE = 40005
 
 ViewFactory = Callable[[Job], discord.ui.View | None]
+#: A downloaded result: a named temporary file (deleted when closed); discord.py opens it by
+#: name for each upload attempt and streams it from disk.
+Video = IO[bytes]
 
 
 class EditThrottle:
@@ -129,8 +138,11 @@ class DiscordNotifier:
         edits_per_second: float = 4.0,
         download_timeout: float = 120.0,
         view_factory: ViewFactory | None = None,
+        channel_budget: ChannelBudget | None = None,
     ) -> None:
         self.client = client
+        #: Every request to a channel goes through its budget (results first).
+        self.channels = channel_budget or ChannelBudget(clock)
         self.session = session
         self.clock = clock
         self.throttle = EditThrottle(
@@ -161,6 +173,8 @@ class DiscordNotifier:
             return  # one edit per job at a time; the next event (or the final edit) catches up
         if not self.throttle.allow(job.id, where.channel_id):
             return
+        if not self.channels.try_progress(where.channel_id):
+            return  # the channel's slots are kept for results and final edits
         # Rendered now, so the edit shows this event's state even if it goes out later.
         rendered = render.status(job, self.clock.now())
         task = asyncio.create_task(
@@ -202,6 +216,7 @@ class DiscordNotifier:
         """The status message's last edit: strictly best-effort."""
         try:
             await self._cancel_edit(job.id)  # a late progress edit must not overwrite "done"
+            await self.channels.acquire(where.channel_id, Priority.FINAL_STATUS)
             await self._edit_status(job.id, where, render.status(job, self.clock.now()))
         except Exception:
             log.exception("job %s: the final status edit failed; the result is posted", job.id)
@@ -256,10 +271,18 @@ class DiscordNotifier:
         video = None
         if job.state is JobState.COMPLETED and job.video_urls:
             video = await self.download(job.video_urls[0], where.upload_limit, job_id=job.id)
+        try:
+            await self._send_result(job, where, video)
+        finally:
+            if video is not None:
+                video.close()
+
+    async def _send_result(self, job: Job, where: Destination, video: Video | None) -> None:
         attempts = [video, None] if video is not None else [None]
         channel = self._channel(where)
         for data in attempts:
             try:
+                await self.channels.acquire(where.channel_id, Priority.RESULT)
                 await channel.send(**self._message(job, data))
                 log.info(
                     "job %s: result posted in channel %s (%s)",
@@ -290,7 +313,7 @@ class DiscordNotifier:
                 log.error("job %s: Discord refused the result message: %s", job.id, exc)
                 return
 
-    def _message(self, job: Job, video: bytes | None) -> dict[str, Any]:
+    def _message(self, job: Job, video: Video | None) -> dict[str, Any]:
         """Keyword arguments for `send`: pings the requester and nobody else, ever."""
         rendered = render.result(job, self.clock.now(), attached=video is not None)
         kwargs: dict[str, Any] = {
@@ -298,7 +321,8 @@ class DiscordNotifier:
             "allowed_mentions": allowed_mentions(job),
         }
         if video is not None:
-            kwargs["file"] = discord.File(io.BytesIO(video), filename=f"reelbot-{job.id}.mp4")
+            video.flush()  # discord.py opens it by name and streams it (its own handle)
+            kwargs["file"] = discord.File(video.name, filename=f"reelbot-{job.id}.mp4")
         view = self.view_factory(job) if self.view_factory else None
         if view is not None:
             kwargs["view"] = view
@@ -319,30 +343,44 @@ class DiscordNotifier:
         kwargs = self._message(job, None)
         kwargs.pop("view", None)
         try:
+            channel_id = job.origin.get("channel_id")
+            if channel_id:
+                await self.channels.acquire(int(channel_id), Priority.RESULT)
             await interaction.followup.send(**kwargs)
             log.info("job %s: result sent as an interaction followup", job.id)
         except discord.HTTPException as followup_exc:
             log.error("job %s: the followup failed too: %s", job.id, followup_exc)
 
-    async def download(self, url: str, limit: int, *, job_id: int | None = None) -> bytes | None:
-        """The video's bytes if it fits `limit`; None (→ post the link) on any failure."""
+    async def download(self, url: str, limit: int, *, job_id: int | None = None) -> Video | None:
+        """The video, streamed to a temporary file, if it fits `limit`; None (→ post the
+        link) on any failure. The caller closes it (which deletes it)."""
         timeout = aiohttp.ClientTimeout(total=self.download_timeout)
+        video: Video = tempfile.NamedTemporaryFile(prefix="reelbot-", suffix=".mp4")
         try:
             async with self.session.get(url, timeout=timeout) as response:
                 if response.status != 200:
                     log.info("job %s: video download answered %s", job_id, response.status)
+                    video.close()
                     return None
                 if response.content_length is not None and response.content_length > limit:
+                    video.close()
                     return None
-                buffer = bytearray()
+                size = 0
                 async for chunk in response.content.iter_chunked(1 << 16):
-                    buffer += chunk
-                    if len(buffer) > limit:
+                    size += len(chunk)
+                    if size > limit:
+                        video.close()
                         return None
-                return bytes(buffer)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                    video.write(chunk)
+                video.flush()
+                return video
+        except (aiohttp.ClientError, TimeoutError, ValueError, OSError) as exc:
+            video.close()
             log.info("job %s: video download failed (%r); posting the link", job_id, exc)
             return None
+        except BaseException:
+            video.close()
+            raise
 
 
 def allowed_mentions(job: Job) -> discord.AllowedMentions:

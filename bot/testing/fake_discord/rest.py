@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
+from bot.testing.fake_discord.buckets import ChannelBuckets
 from bot.testing.fake_discord.gateway import Gateway
 from bot.testing.fake_discord.protocol import (
     APP_FLAGS_ALL_PRIVILEGED,
@@ -34,7 +35,10 @@ class Rest(Gateway):
     """`/api/v10/...`: users, application, gateway URL, commands and channel messages."""
 
     def __init__(self, **options: Any) -> None:
+        limit: tuple[int, float] | None = options.pop("channel_limit", None)
         super().__init__(**options)
+        #: Discord's per-channel message bucket, enforced with 429s when asked for.
+        self.channel_buckets = ChannelBuckets(*limit) if limit else None
         self.registered_commands: list[dict[str, Any]] = []
         self._routes: list[tuple[str, re.Pattern[str], str, Handler, bool]] = []
         self._setup_routes()
@@ -120,6 +124,8 @@ class Rest(Gateway):
             if matched is not None:
                 record.route = matched[0]
             fault = self._take_fault(request.method, path)
+            if fault is None and self.channel_buckets is not None:
+                fault = self.channel_buckets.check(request.method, path, record.at)
             if fault is not None:
                 record.injected = True
                 resp: web.StreamResponse = fault
