@@ -55,7 +55,7 @@ def point_at_configured_discord(settings: Settings) -> None:
 def run() -> int:
     """Start the bot and run until SIGTERM/SIGINT; open jobs stay resumable."""
     settings = load_settings(require=("DISCORD_TOKEN", "APIMART_API_KEY"))
-    setup_logging(settings.LOG_LEVEL)
+    setup_logging(settings.LOG_LEVEL, fmt=settings.LOG_FORMAT, secrets=settings.secret_values())
     point_at_configured_discord(settings)
     try:
         return asyncio.run(_run(settings))
@@ -69,7 +69,7 @@ def run() -> int:
 
 async def _run(settings: Settings) -> int:
     from bot.core.runtime import open_runtime
-    from bot.discord.bot import ReelBot
+    from bot.discord.bot import make_bot
 
     assert settings.DISCORD_TOKEN is not None
     token = settings.DISCORD_TOKEN.get_secret_value()
@@ -78,8 +78,21 @@ async def _run(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    async with open_runtime(settings, _NotConnected(), resume=False) as runtime:
-        bot = ReelBot(runtime=runtime)
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            runtime = await stack.enter_async_context(
+                open_runtime(
+                    settings,
+                    _NotConnected(),
+                    resume=False,
+                    serve_http=True,
+                    expect_ready=("gateway",),
+                )
+            )
+        except OSError as exc:  # HTTP_LISTEN's address is taken, the database refuses…
+            log.error("cannot start: %s", exc)
+            return EXIT_FAILED
+        bot = make_bot(runtime, settings)
         async with bot:
             runner = asyncio.create_task(bot.start(token), name="reelbot-discord")
             stopper = asyncio.create_task(stop.wait(), name="reelbot-signal")
@@ -106,7 +119,7 @@ async def _run(settings: Settings) -> int:
 def sync(guild_id: int | None) -> int:
     """Register the slash commands: to one server at once, or globally (up to an hour)."""
     settings = load_settings(require=("DISCORD_TOKEN",))
-    setup_logging(settings.LOG_LEVEL)
+    setup_logging(settings.LOG_LEVEL, fmt=settings.LOG_FORMAT, secrets=settings.secret_values())
     point_at_configured_discord(settings)
     try:
         synced = asyncio.run(_sync(settings, guild_id))
