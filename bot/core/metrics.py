@@ -72,7 +72,10 @@ class Metrics:
             registry=r,
         )
         self.api_errors = Counter(
-            "reelbot_api_errors", "Failed APIMart calls by kind of error.", ["kind"], registry=r
+            "reelbot_api_errors",
+            "APIMart calls that failed (after the client's own retries), by kind of error.",
+            ["kind"],
+            registry=r,
         )
         self.api_rate_limited = Counter(
             "reelbot_api_rate_limited", "429 answers from APIMart.", registry=r

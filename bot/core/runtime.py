@@ -52,8 +52,9 @@ class Runtime:
     identify_gate: IdentifyGate
     #: The callback handler, when WEBHOOK_PUBLIC_URL is set (served by `http`).
     webhook: WebhookServer | None = None
-    #: The HTTP listener (`reelbot run` only).
+    #: The HTTP listener and the metrics sampler (`reelbot run` only).
     http: HttpListener | None = None
+    sampler: Sampler | None = None
 
     def set_notifier(self, notifier: Notifier) -> None:
         """Late binding for front ends that exist only after the runtime (the Discord bot)."""
@@ -150,7 +151,7 @@ async def open_runtime(
             add_core_checks(runtime)
             for name in expect_ready:
                 readiness.expect(name)
-            sampler = Sampler(metrics, store, now=clock.now)
+            sampler = runtime.sampler = Sampler(metrics, store, now=clock.now)
             try:
                 if serve_http:
                     # Before resume: /healthz answers while a large backlog is read, and
