@@ -102,8 +102,8 @@ def _mentions_video(message: dict[str, Any]) -> bool:
     return ".mp4" in text
 
 
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
+@pytest.fixture(name="world")
+async def world_fixture(tmp_path: Path) -> AsyncIterator[World]:
     api = FakeApimart(api_key=API_KEY, time_scale=60.0)  # a 4-minute job takes 4 s
     runner = web.AppRunner(api.app)
     await runner.setup()

@@ -248,7 +248,7 @@ async def test_a_slowloris_is_cut_off_and_cannot_fill_the_listener(
         writer.close()
         assert listener.metrics.http_refused._value.get() >= 1
         # The drip-feeders are cut off after the header deadline...
-        for reader, writer in conns:
+        for _, writer in conns:
             writer.write(b"X-Drip: 1\r\n")
         closed = await asyncio.gather(*(_closed_within(r, 4.0) for r, _ in conns))
         assert all(closed)

@@ -165,7 +165,7 @@ async def test_readyz_follows_the_database_going_away_and_coming_back(
 
         proxy.frozen = True  # accepts, then never answers: the check's own timeout decides
         assert await seconds_until(unready) <= FLIP_WITHIN
-        status, body = await readyz(rt)
+        _, body = await readyz(rt)
         assert "no answer" in body["checks"]["database"]
         proxy.frozen = False
         await proxy.close()  # drop the connections stuck while frozen
