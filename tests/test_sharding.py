@@ -119,3 +119,15 @@ async def test_on_sqlite_the_gate_leaves_pacing_to_discord_py(tmp_path: Path) ->
         assert await gate.wait(0, 1) is False
     finally:
         await engine.dispose()
+
+
+async def test_an_unreachable_database_never_stops_the_bot_from_connecting() -> None:
+    """discord.py ends its connect loop on an unexpected exception: the gate must not raise."""
+    engine = create_async_engine("postgresql+asyncpg://reelbot:x@127.0.0.1:9/none")
+    try:
+        gate = IdentifyGate(engine, hold=0.2)
+        started = time.monotonic()
+        assert await gate.wait(0, 1) is True
+        assert 0.2 <= time.monotonic() - started < 5.0  # paced alone instead
+    finally:
+        await engine.dispose()

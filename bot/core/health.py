@@ -84,6 +84,13 @@ class Readiness:
             entry.inflight = asyncio.create_task(self._run(entry), name=f"reelbot-ready-{name}")
         return await asyncio.shield(entry.inflight)
 
+    async def close(self) -> None:
+        """Cancel checks still running (the process is stopping)."""
+        tasks = [e.inflight for e in self._checks.values() if e.inflight and not e.inflight.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     async def _run(self, entry: _Entry) -> str | None:
         assert entry.check is not None
         try:

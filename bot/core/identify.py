@@ -67,6 +67,23 @@ class IdentifyGate:
         if not self.shared:
             return False
         bucket = shard_id % max(1, max_concurrency)
+        try:
+            return await self._wait(shard_id, bucket)
+        except Exception as exc:
+            # The database is unreachable: connecting to Discord must not depend on it (an
+            # exception here would end discord.py's connect loop). Pace alone, as one
+            # process would, and go ahead.
+            log.warning(
+                "shard %s: cannot coordinate IDENTIFY through the database (%s); "
+                "waiting %.1f s instead",
+                shard_id,
+                type(exc).__name__,
+                self.hold,
+            )
+            await asyncio.sleep(self.hold)
+            return True
+
+    async def _wait(self, shard_id: int, bucket: int) -> bool:
         conn = await self.engine.connect()
         try:
             deadline = time.monotonic() + self.wait_limit

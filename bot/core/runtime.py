@@ -172,6 +172,7 @@ async def open_runtime(
                 await sampler.stop()
                 if runtime.http is not None:
                     await runtime.http.close()
+                await readiness.close()
                 await runtime.identify_gate.close()
                 await poller.stop()
                 with contextlib.suppress(asyncio.CancelledError):

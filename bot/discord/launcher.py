@@ -105,6 +105,8 @@ async def _run(settings: Settings) -> int:
             # (`Poller._drain`), and a delivery needs Discord's HTTP session until its very
             # last edit. Closing the bot first made that edit fail, the job stay undelivered,
             # and the result be posted a second time after the restart.
+            # Unready at once, so a load balancer stops sending webhooks here while we drain.
+            runtime.readiness.add("shutdown", lambda: "stopping", ttl=0.0)
             log.info("stopping: draining the poller, then closing the Discord connection")
             await runtime.poller.stop()
             with contextlib.suppress(asyncio.CancelledError):
