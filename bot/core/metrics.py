@@ -87,7 +87,7 @@ class Metrics:
         )
         self.spend_today = Gauge(
             "reelbot_spend_today",
-            "Money spent since midnight UTC by server, as APIMart reported it (sampled).",
+            "Cost APIMart reported for jobs created since midnight UTC, by server (sampled).",
             ["guild"],
             registry=r,
         )
