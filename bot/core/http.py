@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -43,6 +44,8 @@ REQUEST_TIMEOUT = 15.0
 MAX_CONNECTIONS = 256
 #: Connections the kernel queues before we accept them.
 BACKLOG = 128
+#: Seconds a rendered /metrics page is reused (Prometheus scrapes every 15-60 s).
+METRICS_TTL = 1.0
 #: Limits on the request line and headers (aiohttp answers 400 beyond them).
 MAX_LINE = 4096
 MAX_FIELD = 4096
@@ -91,6 +94,7 @@ class HttpListener:
         self.app = self.make_app()
         self._runner: web.AppRunner | None = None
         self._server: asyncio.AbstractServer | None = None
+        self._rendered: tuple[float, bytes] | None = None
 
     def make_app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY, middlewares=[_deadline])
@@ -122,7 +126,11 @@ class HttpListener:
         )
 
     async def metrics_page(self, request: web.Request) -> web.Response:
-        response = web.Response(body=self.metrics.render())
+        # Rendered at most once per METRICS_TTL: a scraper stuck in a loop costs no CPU.
+        now = time.monotonic()
+        if self._rendered is None or now - self._rendered[0] >= METRICS_TTL:
+            self._rendered = (now, self.metrics.render())
+        response = web.Response(body=self._rendered[1])
         response.headers["Content-Type"] = CONTENT_TYPE
         return response
 
