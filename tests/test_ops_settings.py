@@ -124,6 +124,7 @@ def test_text_logs_redact_secrets_too() -> None:
     assert Redactor(["abc"]).secrets == []  # too short to redact without garbling the log
 
 
+@pytest.mark.e2e  # a real `reelbot generate` process
 def test_log_format_json_end_to_end(tmp_path: Path) -> None:
     """`reelbot generate` with LOG_FORMAT=json: every line on stderr is one JSON event."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("APIMART_", "DISCORD_"))}
