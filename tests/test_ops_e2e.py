@@ -17,7 +17,10 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from bot.core.config import Settings
+from bot.core.store import metadata
 from tests.conftest import POSTGRES_URL
 from tests.test_e2e import API_KEY, TOKEN, World, world_fixture  # noqa: F401 - the fixture
 
@@ -59,13 +62,23 @@ async def until_ready(world: World, port: int, timeout: float = 30.0) -> dict[st
     try:
         async with asyncio.timeout(timeout):
             while True:
-                status, text = await get(port, "/readyz")
+                try:
+                    status, text = await get(port, "/readyz")
+                except aiohttp.ClientConnectionError as exc:  # exited? the logs say why
+                    raise AssertionError(f"{exc}\n{world.all_logs()[-3000:]}") from None
                 last = json.loads(text)
                 if status == 200:
                     return dict(last)
                 await asyncio.sleep(0.1)
     except TimeoutError:
         raise AssertionError(f"never ready: {last}\n{world.all_logs()[-3000:]}") from None
+
+
+async def wipe(url: str) -> None:
+    engine = create_async_engine(Settings(_env_file=None, DATABASE_URL=url).DATABASE_URL)  # type: ignore[call-arg]
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.drop_all)
+    await engine.dispose()
 
 
 async def stop(proc: asyncio.subprocess.Process) -> int:
@@ -115,16 +128,26 @@ async def test_a_sharded_worker_on_postgresql_paces_identify_through_the_databas
     if not POSTGRES_URL:
         pytest.skip("PostgreSQL: set REELBOT_TEST_POSTGRES_URL (.ci/run does)")
     url = make_url(POSTGRES_URL).render_as_string(hide_password=False)
+    await wipe(POSTGRES_URL)  # no jobs left by other tests to resume
+    sync = await world.reelbot("sync", "--guild", str(world.guild_id))
+    assert await sync.wait() == 0, world.all_logs()
     before = world.discord.ready_count
     proc = await start(world, SHARD_COUNT="2", SHARD_IDS="0-1", DATABASE_URL=url)
     try:
         port = await port_of(world)
         await until_ready(world, port, timeout=40.0)
         assert world.discord.ready_count == before + 2  # one session per shard
+        assert world.discord.identified_shards == [[0, 2], [1, 2]]
         logs = world.all_logs()
         assert "running shard(s) [0, 1] of 2" in logs
         # The fake Discord says max_concurrency 1: shard 1 waits for shard 0's bucket.
         assert "shard 1: waiting for IDENTIFY bucket 0" in logs
+        # A command in the server reaches the shard that holds it, and the video comes back.
+        await world.discord.dispatch("INTERACTION_CREATE", world.slash_sora("a sharded fox"))
+        async with asyncio.timeout(30):
+            while not world.results():
+                await asyncio.sleep(0.1)
+        assert len(world.api.submits) == 1
     finally:
         assert await stop(proc) == 0
 
