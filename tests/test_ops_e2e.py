@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -78,6 +79,7 @@ async def wipe(url: str) -> None:
     engine = create_async_engine(Settings(_env_file=None, DATABASE_URL=url).DATABASE_URL)  # type: ignore[call-arg]
     async with engine.begin() as conn:
         await conn.run_sync(metadata.drop_all)
+        await conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
     await engine.dispose()
 
 
