@@ -54,6 +54,8 @@ POKE_MIN_GAP = 1.0
 #: Results downloaded and posted at once: each holds a video (on disk, streamed) and an
 #: upload; 200 finished jobs after a restart must not all download together.
 DELIVERY_CONCURRENCY = 4
+#: The loop wakes at least this often (seconds), so `heartbeat` proves it is alive (/readyz).
+HEARTBEAT_EVERY = 5.0
 
 
 class TaskReader(Protocol):
@@ -194,6 +196,8 @@ class Poller:
         self._deliveries = asyncio.Semaphore(DELIVERY_CONCURRENCY)
         #: Told of every finished job (`bot.core.webhook_health.WebhookHealth.observe`).
         self.on_finished: list[Any] = []
+        #: When the loop last went round (clock time); stale means the loop is stuck or gone.
+        self.heartbeat = clock.now()
 
     # -- public API -------------------------------------------------------------------------
 
@@ -277,6 +281,7 @@ class Poller:
         try:
             while not self._stopping:
                 now = self.clock.now()
+                self.heartbeat = now
                 self._start_due(now)
                 if self._dirty and now - self._last_flush >= PROGRESS_FLUSH_EVERY:
                     self._spawn(self._flush_progress())
@@ -344,7 +349,7 @@ class Poller:
             timeout = min(timeout, self._token_wait)
         if self._dirty:
             timeout = min(timeout, max(0.0, self._last_flush + PROGRESS_FLUSH_EVERY - now))
-        return timeout
+        return min(timeout, HEARTBEAT_EVERY)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
