@@ -259,7 +259,7 @@ class Poller:
         if tracked.due > due:
             self._push(tracked, due)
         elif tracked.due <= self.clock.now():  # already waiting for a token: move it up
-            self._ready.add(job_id, tracked.due, priority_of(self.schedule, tracked, tracked.due))
+            self._ready.add(job_id, tracked.due, *priority_of(self.schedule, tracked, tracked.due))
             self._wake.set()
         return True
 
@@ -314,7 +314,8 @@ class Poller:
             tracked = self._tracked.get(job_id)
             if tracked is None or tracked.due != due:
                 continue  # stale entry: finished, or rescheduled by poke()
-            self._ready.add(job_id, due, priority_of(self.schedule, tracked, due))
+            self._ready.add(job_id, due, *priority_of(self.schedule, tracked, due))
+        self._ready.promote(now, self._tracked.get)
         self._token_wait = 0.0
         while len(self._inflight) < self.concurrency and self._ready.has_valid(self._tracked.get):
             wait = self.limiter.reserve()

@@ -74,7 +74,7 @@ RELAXED_TAIL = 0.10
 RELAXED_FACTOR = 2.0
 #: Early failure checks after the first poll (seconds after submit): moderation refuses in
 #: the first seconds, and a member should not wait a sparse minute to learn that.
-EARLY_CHECKS = (12.0, 24.0)
+EARLY_CHECKS = (15.0,)
 #: A job first tracked longer than this after its submit is being picked up again (a
 #: restart, another worker's lease): its first poll is spread, not a new job's first look.
 RESUMED_AFTER = 15.0
@@ -220,6 +220,10 @@ class AdaptiveSchedule:
         tracked.extra["resumed"] = True
         to_low = self.earliest_end(tracked, elapsed, tracked.last_progress) - elapsed
         return now + min(self.max_interval, max(0.0, to_low))
+
+    def latest(self, tracked: Tracked, due: float) -> float:
+        """The latest acceptable time of a due poll: `max_interval` after the last one."""
+        return (tracked.last_poll_at if tracked.polls else due) + self.max_interval
 
     def priority(self, tracked: Tracked, due: float) -> float:
         """The poll's place in line when the budget is short (lower first); see the module."""

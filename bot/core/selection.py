@@ -21,11 +21,20 @@ import itertools
 from collections.abc import Callable
 from typing import Any, Protocol
 
+#: A poll still waiting at its latest acceptable time (`Schedule.latest`) jumps ahead of every
+#: ordinary one (but not of new jobs' first looks): `POLL_MAX_INTERVAL` is a promise.
+OVERDUE_LEAD = 5e5
 
-def priority_of(schedule: object, tracked: Any, due: float) -> float:
-    """The schedule's priority key for a due poll; its due time if it has no opinion."""
+
+def priority_of(schedule: object, tracked: Any, due: float) -> tuple[float, float | None]:
+    """The schedule's (priority key, latest acceptable time) for a due poll; (due, None) if
+    the schedule has no opinion."""
     priority = getattr(schedule, "priority", None)
-    return float(priority(tracked, due)) if priority is not None else due
+    latest = getattr(schedule, "latest", None)
+    return (
+        float(priority(tracked, due)) if priority is not None else due,
+        float(latest(tracked, due)) if latest is not None else None,
+    )
 
 
 class Entry(Protocol):
@@ -39,6 +48,8 @@ class ReadyQueue:
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, float, int]] = []
+        #: (latest acceptable time, seq, due, job id) of the entries waiting in `_heap`.
+        self._overdue: list[tuple[float, int, float, int]] = []
         self._seq = itertools.count()
 
     def __len__(self) -> int:
@@ -47,9 +58,20 @@ class ReadyQueue:
     def __bool__(self) -> bool:
         return bool(self._heap)
 
-    def add(self, job_id: int, due: float, key: float) -> None:
-        """`job_id`, due at `due`, waits for a token with priority `key`."""
+    def add(self, job_id: int, due: float, key: float, latest: float | None = None) -> None:
+        """`job_id`, due at `due`, waits for a token with priority `key`; if it still waits
+        at `latest`, it moves up (`promote`)."""
         heapq.heappush(self._heap, (key, next(self._seq), due, job_id))
+        if latest is not None and latest - OVERDUE_LEAD < key:
+            heapq.heappush(self._overdue, (latest, next(self._seq), due, job_id))
+
+    def promote(self, now: float, lookup: Callable[[int], Entry | None]) -> None:
+        """Move entries past their latest acceptable time ahead of the ordinary ones."""
+        while self._overdue and self._overdue[0][0] <= now:
+            latest, _, due, job_id = heapq.heappop(self._overdue)
+            entry = lookup(job_id)
+            if entry is not None and entry.due == due:  # still waiting: not polled yet
+                heapq.heappush(self._heap, (latest - OVERDUE_LEAD, next(self._seq), due, job_id))
 
     def has_valid(self, lookup: Callable[[int], Entry | None]) -> bool:
         """Drop stale entries at the head; True if a live one waits (`lookup` finds jobs)."""
@@ -69,3 +91,4 @@ class ReadyQueue:
 
     def clear(self) -> None:
         self._heap.clear()
+        self._overdue.clear()
