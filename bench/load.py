@@ -56,6 +56,8 @@ NO_PROGRESS_SHARE = 0.10
 TAIL_SHARE = 0.05
 #: Spread of durations within a kind (log-normal sigma): "variable lengths".
 SPREAD = 0.25
+#: How long one status poll takes to answer (seconds): a few hundred ms over the internet.
+LATENCY = 0.25
 
 
 def realistic_mix(
@@ -107,8 +109,38 @@ def realistic_mix(
     return tasks
 
 
+def asked_per_job(tasks: list[SimTask], initial: float, interval: float) -> float:
+    """What a fixed schedule asks per job: a poll at `initial`, then every `interval` until
+    the one that sees the end (the baseline's own requests/job shrink once the budget binds,
+    which would flatter the comparison the wrong way)."""
+    total = 0
+    for t in tasks:
+        life = max(0.0, t.end - t.created - initial)
+        total += 1 + math.ceil(life / interval)
+    return total / max(1, len(tasks))
+
+
+class SettlingClock(ManualClock):
+    """A `ManualClock` that lets the poller finish what is due *now* before time jumps.
+
+    The plain one settles a fixed 5 loop rounds; a chain of "poll done -> loop wakes -> next
+    polls start" at one instant takes more, and time would jump to the next deadline with
+    due polls still waiting: simulated lateness that a real clock does not have.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.idle: Callable[[], bool] = lambda: True
+
+    async def _settle(self, rounds: int = 5) -> None:  # type: ignore[override]
+        for i in range(1000):
+            await asyncio.sleep(0)
+            if i >= rounds and self.idle():
+                return
+
+
 class FirstPollApi(SimApi):
-    """The simulated API, noting when each task was first asked about."""
+    """The simulated API, answering after `LATENCY` s, noting when each task was first asked."""
 
     def __init__(self, tasks: list[SimTask], clock: ManualClock, t0: float) -> None:
         super().__init__(tasks, clock, t0)
@@ -116,6 +148,7 @@ class FirstPollApi(SimApi):
 
     async def get_task(self, task_id: str) -> TaskInfo:
         self.first.setdefault(task_id, self.clock.now() - self.t0)
+        await self.clock.sleep(LATENCY)  # polls in flight: POLL_CONCURRENCY matters
         return await super().get_task(task_id)
 
 
@@ -166,7 +199,7 @@ async def simulate(
     """
     for task in tasks:
         task.polls = 0
-    clock = ManualClock()
+    clock = SettlingClock()
     t0 = clock.now()
     api = FirstPollApi(tasks, clock, t0)
     notifier = RecordingNotifier(clock=clock, keep_progress=False)
@@ -193,11 +226,22 @@ async def simulate(
     runner = asyncio.create_task(poller.run())
     warned_at = None
     total = len(tasks)
+    clock.idle = lambda: not poller._wake.is_set()
     while len(notifier.finished) < total:
         deadline = clock.next_deadline()
         target = min(events[0][0] if events else math.inf, deadline or math.inf)
         if math.isinf(target):
-            raise RuntimeError(f"{name}: stalled with {total - len(notifier.finished)} open")
+            # Polls just started have not reached their first await yet: let them run.
+            for _ in range(1000):
+                await asyncio.sleep(0)
+                if clock.next_deadline() is not None:
+                    break
+            else:
+                crash = runner.exception() if runner.done() else None
+                raise RuntimeError(
+                    f"{name}: stalled with {total - len(notifier.finished)} open ({crash!r})"
+                )
+            continue
         await clock.run_until(target)
         while events and events[0][0] <= clock.now():
             _, _, kind, i = heapq.heappop(events)
@@ -289,6 +333,12 @@ async def part_mix(n: int, window: float) -> list[Target]:
     for r in runs:
         print(_row(r))
     base, fixed_i, ours = runs
+    asked = asked_per_job(ours.tasks, DEFAULTS.POLL_INITIAL_DELAY, 5.0)
+    print(
+        f"  fixed 5 s asks {asked:.1f} req/job (one poll per 5 s of each job's life); it got"
+        f" {base.per_job():.1f} at this budget"
+        + (" (throttled: the budget binds)" if base.per_job() < 0.95 * asked else "")
+    )
     return [
         ("mix: detection p95 <= 6 s", f"{ours.pct(95):.2f} s", ours.pct(95) <= 6),
         ("mix: detection p99 <= 10 s", f"{ours.pct(99):.2f} s", ours.pct(99) <= 10),
@@ -299,8 +349,8 @@ async def part_mix(n: int, window: float) -> list[Target]:
         ),
         (
             "mix: req/job <= 1/3 of fixed 5 s",
-            f"{ours.per_job():.1f} vs {base.per_job() / 3:.1f}",
-            ours.per_job() <= base.per_job() / 3,
+            f"{ours.per_job():.1f} vs {asked / 3:.1f}",
+            ours.per_job() <= asked / 3,
         ),
         (
             f"mix: p95 <= fixed {interval:g} s's (info)",

@@ -55,8 +55,8 @@ class Settings(BaseSettings):
     POLL_INITIAL_DELAY: float = Field(5.0, gt=0, le=600)
     POLL_INTERVAL: float = Field(4.5, gt=0, le=600)
     POLL_MAX_INTERVAL: float = Field(60.0, gt=0, le=3600)
-    POLL_CONCURRENCY: int = Field(16, ge=1, le=512)
-    API_REQUESTS_PER_SECOND: float = Field(20.0, gt=0, le=10_000)
+    POLL_CONCURRENCY: int = Field(64, ge=1, le=512)
+    API_REQUESTS_PER_SECOND: float = Field(150.0, gt=0, le=10_000)
     API_TIMEOUT: float = Field(30.0, gt=0, le=600)
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     WEBHOOK_PUBLIC_URL: str | None = None

@@ -59,7 +59,7 @@ WINDOW = 400
 #: The tail probability of each lower bound ("earliest plausible" = this quantile).
 TAIL = 0.01
 #: Far from the earliest end, the next poll comes after this share of the time to it.
-SPARSE_FRACTION = 0.5
+SPARSE_FRACTION = 0.6
 #: Observations kept per job for learning (elapsed, progress).
 MAX_OBSERVATIONS = 32
 #: The progress rate is measured over at least this many seconds.
