@@ -94,6 +94,7 @@ async def open_runtime(
                 schedule or make_schedule(settings),
                 limiter,
                 concurrency=settings.POLL_CONCURRENCY,
+                max_age=settings.JOB_TIMEOUT,
             )
             webhook = settings.WEBHOOK_PUBLIC_URL  # None, or a checked http(s) URL
             jobs = JobService(

@@ -251,6 +251,21 @@ class Store:
             rows = (await conn.execute(query)).all()
         return _rows_to_jobs(rows)
 
+    async def unknown_with_task(self, *, since: float) -> list[Job]:
+        """`unknown` jobs with a task id created after `since`: their end can still be learned."""
+        query = (
+            jobs_table.select()
+            .where(
+                jobs_table.c.state == JobState.UNKNOWN.value,
+                jobs_table.c.task_id.is_not(None),
+                jobs_table.c.created_at >= since,
+            )
+            .order_by(jobs_table.c.id)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return _rows_to_jobs(rows)
+
     async def recent(
         self, *, requester: str | None = None, guild_id: str | None = None, limit: int = 10
     ) -> list[Job]:
