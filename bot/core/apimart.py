@@ -757,11 +757,17 @@ class ApimartClient:
             parsed = None
         except RecursionError:
             raise ProtocolError(
-                api_message="the answer is nested too deeply", status=status, method=method, path=path
+                api_message="the answer is nested too deeply",
+                status=status,
+                method=method,
+                path=path,
             ) from None
         if parsed is not None and not _shallow(parsed, MAX_JSON_DEPTH):
             raise ProtocolError(
-                api_message="the answer is nested too deeply", status=status, method=method, path=path
+                api_message="the answer is nested too deeply",
+                status=status,
+                method=method,
+                path=path,
             )
 
         if 200 <= status < 300:

@@ -13,12 +13,15 @@ class RecordingNotifier:
 
     def __init__(self) -> None:
         self.progress: list[tuple[int, int]] = []
+        #: Every progress event's notice ("delayed", "slow" or None), in order.
+        self.notices: list[tuple[int, str | None]] = []
         self.finished: list[Job] = []
         self.fail_deliveries = 0
         self._waiters: dict[int, list[asyncio.Future[Job]]] = defaultdict(list)
 
     async def job_progress(self, job: Job) -> None:
         self.progress.append((job.id, job.progress))
+        self.notices.append((job.id, job.notice))
 
     async def job_finished(self, job: Job) -> None:
         if self.fail_deliveries:
