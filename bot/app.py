@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from bot.core.config import SettingsError
+from bot.core.store import StoreUnavailable
 
 EXIT_INVALID = 2
 
@@ -51,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = _dispatch(args)
     except SettingsError as exc:
         print(exc, file=sys.stderr)
+        code = EXIT_INVALID
+    except StoreUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
         code = EXIT_INVALID
     except KeyboardInterrupt:
         code = 130

@@ -273,8 +273,11 @@ class JobService:
             log.info("resumed jobs: %s", counts)
         return counts
 
-    async def follow_again(self, job: Job) -> Job:
-        """Follow an `unknown` job that has a task id again (its end was never learned)."""
+    async def follow_again(self, job: Job, *, track: bool = True) -> Job:
+        """Follow an `unknown` job that has a task id again (its end was never learned).
+
+        `track=False` only marks it running, for whoever starts next to follow it.
+        """
         assert job.task_id is not None
         await self.store.update(
             job,
@@ -285,7 +288,8 @@ class JobService:
             delivered=False,
         )
         log.info("job %s: following task %s again", job.id, job.task_id)
-        self.poller.track(job, started=job.submitted_at or job.created_at)
+        if track:
+            self.poller.track(job, started=job.submitted_at or job.created_at)
         return job
 
     async def _upload(self, job: Job, files: Sequence[ImageFile]) -> VideoRequest:

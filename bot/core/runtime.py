@@ -22,7 +22,7 @@ from bot.core.jobs import JobService
 from bot.core.poller import Notifier, Poller, RateLimiter, Schedule
 from bot.core.schedule import AdaptiveSchedule
 from bot.core.scrub import register_secret
-from bot.core.store import Store
+from bot.core.store import Store, open_store
 from bot.core.webhook import WebhookServer
 
 log = logging.getLogger(__name__)
@@ -73,15 +73,13 @@ async def open_runtime(
     """
     clock = clock or SystemClock()
     url = database_url or settings.DATABASE_URL
-    if path := (settings.sqlite_path() if database_url is None else None):
-        path.parent.mkdir(parents=True, exist_ok=True)
     assert settings.APIMART_API_KEY is not None
     # Every outside text this process stores or shows is scrubbed of the secrets it holds.
     for secret in (settings.APIMART_API_KEY, settings.DISCORD_TOKEN):
         register_secret(secret.get_secret_value() if secret is not None else None)
     limiter = RateLimiter(clock, settings.API_REQUESTS_PER_SECOND)
     async with aiohttp.ClientSession() as session:
-        store = await Store.open(url)
+        store = await open_store(url)
         try:
             api = ApimartClient(
                 session,

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,6 +25,49 @@ from bot.core.job import TERMINAL, Job, JobState
 from bot.core.request import VideoRequest
 
 log = logging.getLogger(__name__)
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be opened; the text names DATABASE_URL but never echoes it."""
+
+
+def _reason(exc: BaseException, url: str) -> str:
+    """Why opening failed, in a few words, with nothing of the URL (it may hold a password)."""
+    orig = getattr(exc, "orig", None) or exc
+    if isinstance(orig, OSError) and orig.strerror:
+        text = orig.strerror
+    else:
+        text = str(orig).splitlines()[0] if str(orig) else type(orig).__name__
+    try:
+        parsed = sa.engine.make_url(url)
+        for secret in (parsed.password, url, parsed.render_as_string(hide_password=False)):
+            if secret:
+                text = text.replace(str(secret), "…")
+    except Exception:
+        text = type(orig).__name__
+    return text[:200]
+
+
+async def open_store(url: str) -> Store:
+    """`Store.open`, creating a SQLite file's folder; any failure is one `StoreUnavailable`.
+
+    A read-only file system, a path under a file, a full disk, PostgreSQL unreachable or a
+    wrong password all end here, so every command can say so in one line and exit 2.
+    """
+    try:
+        if url.startswith("sqlite") and (path := _sqlite_path(url)) is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        return await Store.open(url)
+    except Exception as exc:
+        raise StoreUnavailable(
+            f"reelbot cannot open the database named by DATABASE_URL: {_reason(exc, url)}"
+        ) from None
+
+
+def _sqlite_path(url: str) -> Path | None:
+    _, _, path = url.partition(":///")
+    return Path(path) if path and path != ":memory:" else None
+
 
 metadata = sa.MetaData()
 
@@ -133,6 +177,14 @@ class Store:
             # An in-memory database lives in one connection: share it.
             kwargs["poolclass"] = StaticPool
         engine = create_async_engine(url, **kwargs)
+        try:
+            return await cls._prepare(engine, url)
+        except BaseException:
+            await engine.dispose()
+            raise
+
+    @classmethod
+    async def _prepare(cls, engine: AsyncEngine, url: str) -> Store:
         if url.startswith("sqlite"):
 
             @event.listens_for(engine.sync_engine, "connect")
