@@ -17,7 +17,7 @@ import aiohttp
 
 from bot.core.apimart import ApimartClient
 from bot.core.clock import Clock, SystemClock
-from bot.core.config import Settings
+from bot.core.config import Settings, SettingsError
 from bot.core.jobs import JobService
 from bot.core.poller import Notifier, Poller, RateLimiter, Schedule
 from bot.core.schedule import AdaptiveSchedule
@@ -116,8 +116,14 @@ async def open_runtime(
                     # After resume, so a callback finds its task followed. Until it listens,
                     # APIMart's callbacks fail and are retried (and polls still run).
                     host, port = settings.webhook_listen
-                    runtime.webhook = WebhookServer(poller, host, port)
-                    await runtime.webhook.start()
+                    server = WebhookServer(poller, host, port)
+                    try:
+                        await server.start()
+                    except OSError as exc:  # a busy port, a host that is not ours
+                        raise SettingsError(
+                            [f"WEBHOOK_LISTEN: cannot listen on {host}:{port} ({exc.strerror})"]
+                        ) from None
+                    runtime.webhook = server
                 yield runtime
             finally:
                 if runtime.webhook is not None:

@@ -21,7 +21,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
-from bot.core.job import TERMINAL, Job, JobState
+from bot.core.job import TERMINAL, Job, JobState, plausible_money, plausible_time
 from bot.core.request import VideoRequest
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,8 @@ class StoreUnavailable(Exception):
 def _reason(exc: BaseException, url: str) -> str:
     """Why opening failed, in a few words, with nothing of the URL (it may hold a password)."""
     orig = getattr(exc, "orig", None) or exc
+    if isinstance(orig, FileExistsError | NotADirectoryError):
+        return "a part of the database file's path is a file, not a folder"
     if isinstance(orig, OSError) and orig.strerror:
         text = orig.strerror
     else:
@@ -137,10 +139,11 @@ def _row_to_job(row: sa.Row[Any]) -> Job:
         submitted_at=m["submitted_at"],
         finished_at=m["finished_at"],
         run_seconds=m["run_seconds"],
-        cost=m["cost"],
-        credits_cost=m["credits_cost"],
+        # A broken figure stored by an older release is unknown, never money or a date.
+        cost=plausible_money(m["cost"]),
+        credits_cost=plausible_money(m["credits_cost"]),
         video_urls=list(m["video_urls"] or []),
-        expires_at=m["expires_at"],
+        expires_at=plausible_time(m["expires_at"]),
         error_code=m["error_code"],
         error_message=m["error_message"],
         delivered=bool(m["delivered"]),

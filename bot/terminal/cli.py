@@ -132,13 +132,18 @@ def dispatch(args: argparse.Namespace) -> int | None:
     if args.command == "fake-api":
         from bot.testing.fake_apimart import run_fake_api
 
-        run_fake_api(
-            host=args.host,
-            port=args.port,
-            api_key=args.api_key,
-            time_scale=args.time_scale,
-            balance=args.balance,
-        )
+        try:
+            run_fake_api(
+                host=args.host,
+                port=args.port,
+                api_key=args.api_key,
+                time_scale=args.time_scale,
+                balance=args.balance,
+            )
+        except OSError as exc:  # the port is taken (or the host is not this machine's)
+            why = exc.strerror or type(exc).__name__
+            print(f"error: cannot listen on {args.host}:{args.port}: {why}", file=sys.stderr)
+            return EXIT_INVALID
         return EXIT_OK
     return None
 

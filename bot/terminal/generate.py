@@ -20,7 +20,7 @@ from typing import Any, TextIO
 from aiohttp import web
 
 from bot.core.config import Settings
-from bot.core.job import Job
+from bot.core.job import Job, plausible_money, plausible_time
 from bot.core.jobs import ImageFile
 from bot.core.owner import HEARTBEAT_EVERY, terminal_origin
 from bot.core.poller import FixedSchedule
@@ -73,12 +73,16 @@ def format_outcome(job: Job) -> str:
     lines = [f"{job.state.value}: {job.request.summary()}  (task {job.task_id or '—'})"]
     for url in job.video_urls:
         lines.append(f"  video    {url}")
-    if job.expires_at:
+    if plausible_time(job.expires_at) is not None:
+        assert job.expires_at is not None
         stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(job.expires_at))
         lines.append(f"  expires  {stamp} — download it before then")
-    if job.cost is not None or job.credits_cost is not None:
-        cost = "—" if job.cost is None else f"{job.cost:g}"
-        credits = "—" if job.credits_cost is None else f"{job.credits_cost:g}"
+    cost_value, credits_value = plausible_money(job.cost), plausible_money(job.credits_cost)
+    if cost_value is None and credits_value is None and job.state.terminal:
+        lines.append("  cost     unknown" + (" (it may still be billed)" if job.task_id else ""))
+    if cost_value is not None or credits_value is not None:
+        cost = "—" if cost_value is None else f"{cost_value:g}"
+        credits = "—" if credits_value is None else f"{credits_value:g}"
         charged = "" if job.charged else "  (not charged)"
         lines.append(f"  cost     {cost} (credits {credits}){charged}")
     if job.elapsed is not None:
