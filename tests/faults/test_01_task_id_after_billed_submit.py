@@ -24,7 +24,7 @@ async def test_a_store_failing_after_the_submit_reports_unknown_with_the_task_id
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(jobs_module, "RECORD_RETRY_DELAYS", (0.01, 0.01))
+    monkeypatch.setattr(jobs_module, "RECORD_RETRY_DELAYS", (0.01, 0.01), raising=False)
     caplog.set_level(logging.INFO, logger="bot.core.jobs")
     async with faulty_pipeline(fail_when=_marks_running) as p:
         job = await p.jobs.submit(build_request(model="sora-2", prompt="a fox"))

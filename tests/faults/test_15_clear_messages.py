@@ -92,13 +92,16 @@ async def test_an_image_that_is_not_a_readable_file_is_refused_locally(
         path = tmp_path / "frame.png"
         os.mkfifo(path)
     elif kind == "proc":
-        path = Path("/proc/self/status")
+        path = Path("/proc/self/mem")  # a "regular" file whose read fails (EIO)
     else:
         path = tmp_path
     code, _, err = await _run(
         _env(tmp_path), tmp_path, "generate", "a fox", "--image", str(path), "--duration", "4"
     )
-    assert code == 2 and "image" in err and "Traceback" not in err
+    line = _one_clear_line(err)
+    assert code == 2 and line.startswith("error: image")
+    why = "cannot be read" if kind == "proc" else "not a regular file"
+    assert why in line  # says what is wrong, not "no such file"
 
 
 def test_an_unreadable_image_says_permission_denied(
