@@ -2,7 +2,7 @@
 
 The bot and `reelbot generate` share one database. A job the terminal started is followed by
 that terminal process; a bot starting meanwhile must not close it as `unknown` (or follow it
-too). The terminal records itself in the job's `origin` (kind "terminal", host, pid) and
+too). The terminal records itself in the job's `origin` (kind "cli", host, pid) and
 refreshes a heartbeat while it follows the job; `JobService.resume` skips a job whose owner is
 alive and whose heartbeat is fresh. (Several bot workers will use leases in the store; this
 covers the one case that exists today: one bot plus terminals on the same machine.)
@@ -20,11 +20,12 @@ from bot.core.job import Job
 HEARTBEAT_EVERY = 10.0
 #: A heartbeat older than this (seconds) means the owner is gone, whatever its pid says.
 HEARTBEAT_STALE = 60.0
-TERMINAL = "terminal"
+#: The origin kind of a job started from the terminal (`reelbot generate`).
+TERMINAL = "cli"
 
 
 def terminal_origin(now: float) -> dict[str, Any]:
-    """The origin of a job this process (a terminal) starts and follows."""
+    """The origin fields of a job this process (a terminal) starts and follows."""
     return {"kind": TERMINAL, "host": socket.gethostname(), "pid": os.getpid(), "heartbeat": now}
 
 

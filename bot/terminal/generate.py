@@ -21,7 +21,7 @@ from aiohttp import web
 
 from bot.core.config import Settings
 from bot.core.job import Job, plausible_money, plausible_time
-from bot.core.jobs import ImageFile
+from bot.core.jobs import ImageFile, Origin
 from bot.core.owner import HEARTBEAT_EVERY, terminal_origin
 from bot.core.poller import FixedSchedule
 from bot.core.progress import progress_bar
@@ -193,7 +193,8 @@ async def run_generate(
                 settings, notifier, database_url=database_url, resume=False, schedule=schedule
             )
         )
-        job = await runtime.jobs.create(request, origin=terminal_origin(runtime.clock.now()))
+        origin = Origin(**terminal_origin(runtime.clock.now()))
+        job = await runtime.jobs.create(request, origin=origin)
         launch = asyncio.create_task(runtime.jobs.launch(job, files))
         try:
             return await follow(runtime, notifier, job, stop)
