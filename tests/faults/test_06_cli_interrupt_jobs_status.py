@@ -12,8 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
+from bot.core.apimart import ApimartClient
 from bot.core.job import JobState
 from bot.core.owner import terminal_origin
 from bot.core.request import build_request
@@ -136,3 +138,47 @@ async def test_a_starting_bot_leaves_a_job_its_terminal_still_follows(
         told = await p.notifier.wait_finished(job.id, timeout=5)
         assert told.state is JobState.UNKNOWN
     await store.close()
+
+
+async def test_status_only_reads_a_job_the_bot_is_following(
+    cli_api: tuple[FakeApimart, str], tmp_path: Path
+) -> None:
+    fake, url = cli_api
+    env = _env(url, tmp_path)
+    # A job the bot submitted and follows (a Discord origin, `running`), finished at APIMart.
+    code, _, _ = await _run(env, tmp_path, "jobs")  # creates the database
+    assert code == 0
+    store = await Store.open(env["DATABASE_URL"].replace("sqlite://", "sqlite+aiosqlite://"))
+    try:
+        job = await store.create(
+            build_request(model="sora-2", prompt="a fox"),
+            now=time.time(),
+            origin={"kind": "discord", "channel_id": "1"},
+        )
+        async with aiohttp.ClientSession() as session:  # a real task at the stand-in
+            task_id = await ApimartClient(session, url, KEY).submit(
+                build_request(model="sora-2", prompt="a fox").to_payload()
+            )
+        await store.update(job, state=JobState.RUNNING, task_id=task_id, submitted_at=time.time())
+        fake.complete_now(task_id)
+        code, out, err = await _run(env, tmp_path, "status", str(job.id), "--json")
+        assert code == 0 and json.loads(out)["status"] == "completed"
+        assert "the bot follows this job" in err
+        stored = await store.get(job.id)
+        assert stored is not None and stored.state is JobState.RUNNING  # left to the bot
+    finally:
+        await store.close()
+
+
+async def test_generate_timeout_stops_following_and_says_unknown_with_the_task(
+    cli_api: tuple[FakeApimart, str], tmp_path: Path
+) -> None:
+    fake, url = cli_api
+    env = _env(url, tmp_path)
+    code, out, _ = await _run(
+        env, tmp_path, "generate", "a fox", "--duration", "4", "--timeout", "1", "--json"
+    )
+    (task_id,) = fake.tasks
+    result = json.loads(out)
+    assert code == 1 and result["status"] == "unknown" and result["task_id"] == task_id
+    assert "may still be billed" in result["error"]
