@@ -10,12 +10,12 @@ import sqlite3
 import pytest
 
 from bot.testing.fake_apimart import FakeTaskPlan
-from tests.test_e2e import World, _wait, running_bot, world  # noqa: F401  (the fixture)
+from tests.test_e2e import World, _wait, running_bot, world_fixture  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.e2e
 
 
-async def test_sigterm_during_a_submit_keeps_the_billed_task(world: World) -> None:  # noqa: F811
+async def test_sigterm_during_a_submit_keeps_the_billed_task(world: World) -> None:
     sync = await world.reelbot("sync", "--guild", str(world.guild_id))
     assert await sync.wait() == 0, world.all_logs()
     world.api.plan_next(FakeTaskPlan(duration_s=60))  # 1 s real once submitted
