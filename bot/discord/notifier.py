@@ -14,8 +14,9 @@ Why it looks the way it does:
 * Every request to a channel (progress edits, the final status edit, the result, a
   follow-up) takes a slot of that channel's budget (`ChannelBudget`: Discord's 5 per 5 s):
   results first, progress edits dropped first.
-* Results are streamed to a temporary file, never held in memory: 200 deliveries of 8 MB
-  videos after a restart must not need 1.6 GB (and the poller runs only a few at once).
+* Results are streamed to a temporary file, never held in memory: hundreds of videos to
+  deliver after a restart must not need their total size in RAM (and the poller runs only a
+  few deliveries at once).
 * The final status edit is best-effort: once the result message is in the channel the job
   counts as delivered, whatever happens to that edit (shutdown, a closed session, 5xx).
 * Delivery errors are sorted: the channel is gone → logged and considered delivered; no
@@ -42,7 +43,7 @@ from bot.core.clock import Clock
 from bot.core.job import Job, JobState
 from bot.core.ratelimit import TokenBucket
 from bot.discord import render
-from bot.discord.channel_budget import ChannelBudget, Priority
+from bot.discord.channel_budget import CHANNEL_LIMIT, ChannelBudget, Priority
 
 log = logging.getLogger(__name__)
 
@@ -138,12 +139,12 @@ class DiscordNotifier:
         edits_per_second: float = 4.0,
         download_timeout: float = 120.0,
         view_factory: ViewFactory | None = None,
-        channel_budget: ChannelBudget | None = None,
+        channel_limit: int = CHANNEL_LIMIT,
         on_rest_error: Callable[[int | None], None] | None = None,
     ) -> None:
         self.client = client
         #: Every request to a channel goes through its budget (results first).
-        self.channels = channel_budget or ChannelBudget(clock)
+        self.channels = ChannelBudget(clock, limit=channel_limit)
         #: Told the HTTP status (None: no answer) of every failed REST call caught here;
         #: the runtime counts them in `/metrics`.
         self.on_rest_error = on_rest_error
