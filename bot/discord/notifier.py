@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 ENTITY_TOO_LARGE = 40005
 
 ViewFactory = Callable[[Job], discord.ui.View | None]
+#: A result download is written to disk in pieces of this size, each in a worker thread.
+WRITE_BYTES = 1 << 20
 #: A downloaded result: a named temporary file (deleted when closed); discord.py opens it by
 #: name for each upload attempt and streams it from disk.
 Video = IO[bytes]
@@ -384,13 +386,18 @@ class DiscordNotifier:
                     video.close()
                     return None
                 size = 0
+                pending = bytearray()
                 async for chunk in response.content.iter_chunked(1 << 16):
                     size += len(chunk)
                     if size > limit:
                         video.close()
                         return None
-                    video.write(chunk)
-                video.flush()
+                    pending += chunk
+                    if len(pending) >= WRITE_BYTES:  # disk writes off the event loop
+                        await asyncio.to_thread(video.write, bytes(pending))
+                        pending.clear()
+                await asyncio.to_thread(video.write, bytes(pending))
+                await asyncio.to_thread(video.flush)
                 return video
         except (aiohttp.ClientError, TimeoutError, ValueError, OSError) as exc:
             video.close()
