@@ -18,8 +18,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.core.catalog import CATALOG, FAMILIES, ImageStyle, IntParam, ModelSpec, union
+from bot.core.controls.admission import Refused
 from bot.core.job import Job, JobState
-from bot.core.jobs import ImageFile, with_pending_uploads
+from bot.core.jobs import INTERRUPTED_MESSAGE, ImageFile, with_pending_uploads
 from bot.core.request import (
     Problem,
     RequestInvalid,
@@ -28,7 +29,7 @@ from bot.core.request import (
     check_image_file,
     frame_images,
 )
-from bot.discord import render
+from bot.discord import render, render_admin
 from bot.discord.bot import mark_public_placeholder, report_error
 
 if TYPE_CHECKING:
@@ -278,6 +279,16 @@ class VideoCog(commands.Cog, name="Video"):
         rendered = render.job_list(recent, runtime.clock.now())
         await interaction.response.send_message(**rendered.kwargs(), ephemeral=True)
 
+    @video.command(name="usage", description="Your spend, what you have left, and your open jobs")
+    async def usage(self, interaction: discord.Interaction) -> None:
+        runtime = self.bot.require_runtime()
+        assert runtime.controls is not None
+        allowance = await runtime.controls.allowance(
+            str(interaction.guild_id), str(interaction.user.id), role_ids(interaction)
+        )
+        rendered = render_admin.allowance(allowance, runtime.clock.now())
+        await interaction.response.send_message(**rendered.kwargs(), ephemeral=True)
+
     # -- the flow shared by commands and Re-roll --------------------------------------------
 
     async def _generate(
@@ -342,16 +353,37 @@ class VideoCog(commands.Cog, name="Video"):
             await interaction.response.send_message(cannot_post(missing), ephemeral=True)
             return None
         media_at = runtime.clock.now() if media_at is None else media_at
-        await interaction.response.defer(thinking=True)
-        mark_public_placeholder(interaction)
         user = interaction.user
         guild_id = str(interaction.guild_id) if interaction.guild_id else None
-        job = await runtime.jobs.create(
-            request, origin={"kind": "discord"}, requester=str(user.id), guild_id=guild_id
-        )
-        status = await interaction.edit_original_response(
-            **render.status(job, runtime.clock.now()).kwargs()
-        )
+        # The community controls decide first, so a refusal is private and nothing is shown.
+        try:
+            admission = await runtime.jobs.admit(
+                request,
+                origin={"kind": "discord"},
+                requester=str(user.id),
+                guild_id=guild_id,
+                role_ids=role_ids(interaction),
+            )
+        except Refused as refusal:
+            await interaction.response.send_message(
+                render_admin.refusal(refusal.message), ephemeral=True
+            )
+            return None
+        job = admission.job
+        try:
+            await interaction.response.defer(thinking=True)
+            mark_public_placeholder(interaction)
+            rendered = render.status(job, runtime.clock.now(), position=admission.position)
+            if job.state is JobState.QUEUED:
+                status = await interaction.edit_original_response(
+                    **rendered.kwargs(), view=queued_view(job)
+                )
+            else:
+                status = await interaction.edit_original_response(**rendered.kwargs())
+        except BaseException:
+            # Nothing was shown: free the slot and the reservation, then let the ladder speak.
+            await runtime.jobs.end(job, JobState.FAILED, "interrupted", INTERRUPTED_MESSAGE)
+            raise
         mark_public_placeholder(interaction, False)
         await runtime.store.update(
             job,
@@ -439,6 +471,26 @@ class VideoCog(commands.Cog, name="Video"):
             )
         return None
 
+    async def cancel(self, interaction: discord.Interaction, job_id: int) -> None:
+        """Cancel a queued job (requester or Manage Server); a submitted one cannot be."""
+        runtime = self.bot.require_runtime()
+        assert runtime.controls is not None
+        manager = bool(getattr(interaction.permissions, "manage_guild", False))
+        done, message = await runtime.controls.cancel(
+            job_id, str(interaction.user.id), manager=manager
+        )
+        if not done:
+            await interaction.response.send_message(message, ephemeral=True)
+            return
+        job = await runtime.store.get(job_id)
+        if job is None:
+            await interaction.response.send_message(message, ephemeral=True)
+            return
+        await interaction.response.edit_message(
+            **render.status(job, runtime.clock.now()).kwargs(), view=None
+        )
+        await interaction.followup.send(message, ephemeral=True)
+
     async def details(self, interaction: discord.Interaction, job_id: int) -> None:
         runtime = self.bot.require_runtime()
         job = await runtime.store.get(job_id)
@@ -451,6 +503,12 @@ class VideoCog(commands.Cog, name="Video"):
 async def _refuse(interaction: discord.Interaction, exc: RequestInvalid) -> None:
     log.info("refused /%s: %s", getattr(interaction.command, "qualified_name", "?"), exc)
     await interaction.response.send_message(render.problems(exc), ephemeral=True)
+
+
+def role_ids(interaction: discord.Interaction) -> tuple[str, ...]:
+    """The member's roles, for role tiers (none for a user object outside a server)."""
+    roles = getattr(interaction.user, "roles", None) or ()
+    return tuple(str(role.id) for role in roles)
 
 
 def media_time(job: Job) -> float:
@@ -543,7 +601,42 @@ class JobButton(
             )
 
 
-DYNAMIC_ITEMS: tuple[type[discord.ui.DynamicItem[Any]], ...] = (JobButton,)
+class CancelButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=r"reelbot:cancel:(?P<job_id>[0-9]+)",
+):
+    """Cancel on a queued job's status message (persistent: the job id is in `custom_id`)."""
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__(
+            discord.ui.Button(
+                custom_id=f"reelbot:cancel:{job_id}",
+                label="Cancel",
+                style=discord.ButtonStyle.secondary,
+            )
+        )
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> CancelButton:
+        return cls(int(match["job_id"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
+        try:
+            await _cog(interaction).cancel(interaction, self.job_id)
+        except Exception as exc:
+            await report_error(interaction, exc, where=f"the cancel button of job {self.job_id}")
+
+
+def queued_view(job: Job) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(CancelButton(job.id))
+    return view
+
+
+DYNAMIC_ITEMS: tuple[type[discord.ui.DynamicItem[Any]], ...] = (JobButton, CancelButton)
 
 
 def _cog(interaction: discord.Interaction) -> VideoCog:

@@ -10,6 +10,7 @@ token, `run` does.
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
@@ -59,6 +60,12 @@ class Settings(BaseSettings):
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     WEBHOOK_PUBLIC_URL: str | None = None
     WEBHOOK_LISTEN: str = "0.0.0.0:8080"
+    #: Community controls: operator-wide spend caps in USD for all servers together (unset: no
+    #: cap), how long finished jobs are kept, and an optional price table to start from.
+    OPERATOR_DAILY_SPEND: Decimal | None = Field(None, ge=0, le=10_000_000, decimal_places=6)
+    OPERATOR_MONTHLY_SPEND: Decimal | None = Field(None, ge=0, le=10_000_000, decimal_places=6)
+    JOB_RETENTION_DAYS: int = Field(90, ge=1, le=36_500)
+    PRICES_FILE: Path | None = None
     #: Used by the end-to-end tests and the offline demo to point discord.py at a local fake.
     DISCORD_API_BASE: str | None = None
     DISCORD_GATEWAY_URL: str | None = None
@@ -105,6 +112,16 @@ class Settings(BaseSettings):
         if self.POLL_MAX_INTERVAL < self.POLL_INTERVAL:
             raise ValueError("POLL_MAX_INTERVAL must be at least POLL_INTERVAL")
         return self
+
+    @field_validator("OPERATOR_DAILY_SPEND", "OPERATOR_MONTHLY_SPEND", "PRICES_FILE", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    def operator_cap(self, name: str) -> int | None:
+        """An operator cap in micro-dollars (exact: the setting is read as a Decimal)."""
+        value: Decimal | None = getattr(self, name)
+        return None if value is None else int(value * 1_000_000)
 
     @property
     def webhook_listen(self) -> tuple[str, int]:

@@ -26,6 +26,8 @@ from bot.core.apimart import (
     UploadedImage,
 )
 from bot.core.clock import Clock
+from bot.core.controls.admission import Admission, Requester
+from bot.core.controls.service import Controls
 from bot.core.job import Job, JobState
 from bot.core.poller import Notifier, Poller
 from bot.core.request import PENDING_PREFIX, RequestInvalid, VideoRequest, check_image_file
@@ -88,7 +90,9 @@ class JobService:
         notifier: Notifier,
         clock: Clock,
         webhook_url: str | None = None,
+        controls: Controls | None = None,
     ) -> None:
+        self.controls = controls
         self.store = store
         self.api = api
         self.poller = poller
@@ -106,6 +110,32 @@ class JobService:
             field = f"image {index + 1} ({file.filename})"
             check_image_file(spec, file.content_type, len(file.data), field)
 
+    async def admit(
+        self,
+        request: VideoRequest,
+        *,
+        origin: dict[str, Any] | None = None,
+        requester: str | None = None,
+        guild_id: str | None = None,
+        role_ids: tuple[str, ...] = (),
+    ) -> Admission:
+        """Write the job down — the first thing, before any slow work — once the community
+        controls admit it (raises `Refused`); it is `queued` when only a slot is missing."""
+        if self.controls is None:
+            job = await self.store.create(
+                request,
+                now=self.clock.now(),
+                origin=origin,
+                requester=requester,
+                guild_id=guild_id,
+            )
+            admission = Admission(job)
+        else:
+            who = Requester(guild_id, requester, role_ids)
+            admission = await self.controls.admit(request, who, origin=origin)
+        log.info("job %s: %s (%s)", admission.job.id, admission.job.state.value, request.summary())
+        return admission
+
     async def create(
         self,
         request: VideoRequest,
@@ -114,12 +144,9 @@ class JobService:
         requester: str | None = None,
         guild_id: str | None = None,
     ) -> Job:
-        """Write the job down (state `created`) — the first thing, before any slow work."""
-        job = await self.store.create(
-            request, now=self.clock.now(), origin=origin, requester=requester, guild_id=guild_id
-        )
-        log.info("job %s: created (%s)", job.id, request.summary())
-        return job
+        """`admit` for callers that need only the job."""
+        admission = await self.admit(request, origin=origin, requester=requester, guild_id=guild_id)
+        return admission.job
 
     async def launch(self, job: Job, files: Sequence[ImageFile] = ()) -> Job:
         """Upload the job's files, submit it once, and hand it to the poller or the notifier."""
@@ -132,6 +159,12 @@ class JobService:
         except ApimartError as exc:
             message = f"The image upload failed: {exc}"
             return await self.end(job, JobState.FAILED, "upload_failed", message)
+        if job.state is JobState.QUEUED:
+            # Ready: the fair queue submits it when a slot frees (bot.core.controls.queue).
+            await self.store.update(job, held=False)
+            if self.controls is not None and self.controls.dispatcher is not None:
+                self.controls.dispatcher.wake()
+            return job
         await self.store.update(job, state=JobState.SUBMITTING)
         payload = request.to_payload()
         if self.webhook_url:
@@ -172,9 +205,15 @@ class JobService:
 
     async def resume(self) -> dict[str, int]:
         """At startup: follow running jobs again and settle the ones a crash left halfway."""
-        counts = {"polling": 0, "interrupted": 0, "unknown": 0, "redelivered": 0}
+        counts = {"polling": 0, "interrupted": 0, "unknown": 0, "redelivered": 0, "queued": 0}
         for job in await self.store.unfinished():
-            if job.state is JobState.RUNNING:
+            if job.state is JobState.QUEUED and not job.held:
+                counts["queued"] += 1  # the queue submits it when its turn comes
+            elif job.state is JobState.QUEUED:
+                # Queued while its front end was still preparing it (uploads, status message).
+                await self.end(job, JobState.FAILED, "interrupted", INTERRUPTED_MESSAGE, later=True)
+                counts["interrupted"] += 1
+            elif job.state is JobState.RUNNING:
                 self.poller.track(job)
                 counts["polling"] += 1
             elif job.state is JobState.CREATED:

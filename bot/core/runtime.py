@@ -18,6 +18,10 @@ import aiohttp
 from bot.core.apimart import ApimartClient
 from bot.core.clock import Clock, SystemClock
 from bot.core.config import Settings
+from bot.core.controls.prices import read_prices_file
+from bot.core.controls.queue import Dispatcher
+from bot.core.controls.retention import prune_forever
+from bot.core.controls.service import Controls
 from bot.core.jobs import JobService
 from bot.core.poller import Notifier, Poller, RateLimiter, Schedule
 from bot.core.schedule import AdaptiveSchedule
@@ -39,6 +43,8 @@ class Runtime:
     poller_task: asyncio.Task[None]
     #: The callback listener, when WEBHOOK_PUBLIC_URL is set.
     webhook: WebhookServer | None = None
+    #: Community controls (caps, queue, usage); always on (defaults: 2 per member, 8 per server).
+    controls: Controls | None = None
 
     def set_notifier(self, notifier: Notifier) -> None:
         """Late binding for front ends that exist only after the runtime (the Discord bot)."""
@@ -96,6 +102,14 @@ async def open_runtime(
                 concurrency=settings.POLL_CONCURRENCY,
             )
             webhook = settings.WEBHOOK_PUBLIC_URL  # None, or a checked http(s) URL
+            controls = Controls(
+                store,
+                clock,
+                operator_daily=settings.operator_cap("OPERATOR_DAILY_SPEND"),
+                operator_monthly=settings.operator_cap("OPERATOR_MONTHLY_SPEND"),
+            )
+            if settings.PRICES_FILE is not None:
+                await controls.seed_prices(read_prices_file(settings.PRICES_FILE))
             jobs = JobService(
                 store=store,
                 api=api,
@@ -103,12 +117,24 @@ async def open_runtime(
                 notifier=notifier,
                 clock=clock,
                 webhook_url=webhook,
+                controls=controls,
             )
+            dispatcher = Dispatcher(store, jobs.launch)
+            controls.dispatcher = dispatcher
             poller_task = asyncio.create_task(poller.run(), name="reelbot-poller")
             runtime = Runtime(settings, session, store, api, poller, jobs, clock, poller_task)
+            runtime.controls = controls
+            background = [
+                asyncio.create_task(dispatcher.run(), name="reelbot-queue"),
+                asyncio.create_task(
+                    prune_forever(store, clock, settings.JOB_RETENTION_DAYS),
+                    name="reelbot-retention",
+                ),
+            ]
             try:
                 if resume:
                     await jobs.resume()
+                dispatcher.wake()
                 if webhook:
                     # After resume, so a callback finds its task followed. Until it listens,
                     # APIMart's callbacks fail and are retried (and polls still run).
@@ -119,6 +145,11 @@ async def open_runtime(
             finally:
                 if runtime.webhook is not None:
                     await runtime.webhook.close()
+                await dispatcher.stop()
+                for task in background:
+                    task.cancel()
+                await asyncio.gather(*background, return_exceptions=True)
+                await controls.settle_alerts()
                 await poller.stop()
                 with contextlib.suppress(asyncio.CancelledError):
                     await poller_task

@@ -25,7 +25,7 @@ from bot.discord.notifier import DiscordNotifier
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.video",)
+EXTENSIONS = ("cogs.video", "cogs.admin")
 
 #: What the bot needs in a channel: see it, post (also in threads), embed links, attach videos.
 PERMISSIONS = discord.Permissions(
@@ -123,6 +123,17 @@ async def reply_privately(interaction: discord.Interaction, message: str) -> Non
         log.warning("could not tell the user about an error: %s", exc)
 
 
+class ChannelAlerts:
+    """Posts the controls' alerts (caps at 80 %/100 %, an empty balance) to a server's channel."""
+
+    def __init__(self, client: discord.Client) -> None:
+        self.client = client
+
+    async def alert(self, channel_id: str, text: str) -> None:
+        channel = self.client.get_partial_messageable(int(channel_id))
+        await channel.send(text[:2000], allowed_mentions=discord.AllowedMentions.none())
+
+
 # reelbot never joins voice: don't warn every start that voice libraries are missing.
 discord.VoiceClient.warn_nacl = False
 discord.VoiceClient.warn_dave = False
@@ -175,6 +186,8 @@ class ReelBot(commands.Bot):
             return
         self.notifier.view_factory = video.result_view
         self.runtime.set_notifier(self.notifier)
+        if self.runtime.controls is not None:
+            self.runtime.controls.alert_sink = ChannelAlerts(self)
         counts = await self.runtime.jobs.resume()
         log.info("setup done; jobs resumed: %s", counts)
 

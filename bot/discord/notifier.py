@@ -163,6 +163,8 @@ class DiscordNotifier:
         where = Destination.of(job)
         if where is None or where.message_id is None or job.state.terminal:
             return
+        if job.state is JobState.QUEUED:
+            return  # its status message (with Cancel) was written by the front end
         if job.id in self._edits:
             return  # one edit per job at a time; the next event (or the final edit) catches up
         if not self.throttle.allow(job.id, where.channel_id):
@@ -251,7 +253,8 @@ class DiscordNotifier:
         assert where.message_id is not None
         message = self._channel(where).get_partial_message(where.message_id)
         try:
-            await message.edit(**rendered.kwargs())
+            # view=None: a queued job's Cancel button goes once it is sent to APIMart.
+            await message.edit(**rendered.kwargs(), view=None)
         except discord.HTTPException as exc:
             log.warning("job %s: could not edit its status message: %s", job_id, exc)
         except (aiohttp.ClientError, TimeoutError, RuntimeError) as exc:

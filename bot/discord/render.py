@@ -15,6 +15,7 @@ from typing import Any
 import discord
 
 from bot.core.catalog import CATALOG, describe
+from bot.core.controls.money import usd
 from bot.core.job import Job, JobState
 from bot.core.progress import progress_bar
 from bot.core.request import RequestInvalid
@@ -112,6 +113,7 @@ def _elapsed(job: Job, now: float) -> float:
 
 def _state_label(job: Job) -> str:
     return {
+        JobState.QUEUED: "queued",
         JobState.CREATED: "preparing",
         JobState.SUBMITTING: "sending to APIMart",
         JobState.RUNNING: "rendering",
@@ -159,18 +161,32 @@ STATUS_ICONS = {
 }
 
 
-def status(job: Job, now: float) -> Rendered:
-    """The one status message of a job: model, parameters, progress bar, elapsed, estimate."""
+def status(job: Job, now: float, *, position: int | None = None) -> Rendered:
+    """The one status message of a job: model, parameters, progress bar, elapsed, estimate.
+
+    A queued job shows its place in the server's queue (`position`) instead of progress.
+    """
     request = job.request
-    lines = [f"> {prompt_preview(request.prompt)}", f"`{request.summary()}`"]
-    if job.state is JobState.COMPLETED:
+    summary = f"`{request.summary()}`"
+    if job.estimate is not None and not job.state.terminal:
+        summary += f" · ≈ {usd(job.estimate)}"
+    lines = [f"> {prompt_preview(request.prompt)}", summary]
+    if job.state is JobState.QUEUED:
+        where = f"position {position}" if position else "waiting"
+        lines.append(
+            f"⏳ queued ({where}): it starts when a slot frees up. Nothing is charged until then."
+        )
+    elif job.state is JobState.COMPLETED:
         lines.append(f"`{progress_bar(100)}`")
     elif not job.state.terminal:
         lines.append(f"`{progress_bar(job.progress)}`")
     times = [f"{_state_label(job)} · elapsed {duration_text(_elapsed(job, now))}"]
+    if job.state is JobState.QUEUED:
+        times = []
     if job.estimated_time and not job.state.terminal:
         times.append(f"APIMart estimates {duration_text(job.estimated_time)}")
-    lines.append(" · ".join(times))
+    if times:
+        lines.append(" · ".join(times))
     for note in request.notes():
         lines.append(f"-# {note}")
     if job.state.terminal and job.error_message:
