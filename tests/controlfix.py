@@ -24,7 +24,7 @@ from bot.core.controls.money import parse_usd
 from bot.core.controls.queue import Dispatcher
 from bot.core.controls.service import Controls
 from bot.core.job import Job, JobState
-from bot.core.jobs import JobService
+from bot.core.jobs import JobService, Origin
 from bot.core.poller import FixedSchedule, Poller, RateLimiter
 from bot.core.request import build_request
 from bot.core.store import Store
@@ -69,7 +69,7 @@ class Controlled:
         """What a front end does: admit, then launch (a queued job is only made ready)."""
         admission = await self.jobs.admit(
             request or sora(f"from {member}"),
-            origin={"kind": "test"},
+            origin=Origin(kind="test"),
             requester=member,
             guild_id=guild,
             role_ids=roles,

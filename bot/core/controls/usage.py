@@ -86,7 +86,7 @@ class Report:
         """(model, total money, jobs, failures), biggest first."""
         sums: dict[str, list[int]] = {}
         for r in self.rows:
-            acc = sums.setdefault(r.model, [0, 0, 0])
+            acc = sums.setdefault(r.model, [0] * 3)
             acc[0] += r.total
             acc[1] += r.jobs
             acc[2] += r.failures
