@@ -308,9 +308,8 @@ def _generate(args: argparse.Namespace) -> int:
     for note in request.notes():
         print(f"note: {note}", file=sys.stderr)
 
-    from bot.terminal.generate import run_generate
-
     from bot.core.controls.admission import Refused
+    from bot.terminal.generate import run_generate
 
     try:
         job = asyncio.run(run_generate(settings, request, files, fake=args.fake, quiet=args.json))
