@@ -113,6 +113,7 @@ async def open_controlled_fixture(
             operator_daily: int | None = None,
             operator_monthly: int | None = None,
             seed: bool = True,
+            resume: bool = True,
         ) -> AsyncIterator[Controlled]:
             clock = SystemClock()
             limiter = RateLimiter(clock, rate=1000.0)
@@ -145,8 +146,8 @@ async def open_controlled_fixture(
             controls.dispatcher = dispatcher
             tasks = [asyncio.create_task(poller.run()), asyncio.create_task(dispatcher.run())]
             try:
-                await jobs.resume()
-                dispatcher.wake()
+                if resume:
+                    await jobs.resume()
                 yield Controlled(store, jobs, controls, dispatcher, notifier, poller)
             finally:
                 await dispatcher.stop()

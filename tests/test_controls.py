@@ -254,6 +254,27 @@ async def test_settings_queue_spend_and_cooldown_survive_a_restart(
         ]
 
 
+async def test_a_process_that_does_not_resume_submits_no_queued_job(
+    open_controlled: Any, fake: FakeApimart
+) -> None:
+    """`reelbot generate` on the bot's database must not take the bot's queued jobs (it would
+    deliver their results to a terminal), nor take one before a restart has been settled."""
+    fake.default_plan = FakeTaskPlan(duration_s=2000.0)
+    async with open_controlled() as c:
+        await c.set_limit("server_concurrent", "1")
+        await c.ask("alice")
+        await c.ask("bob")
+    fake.default_plan = FakeTaskPlan(duration_s=50.0)
+    async with open_controlled(resume=False) as c:
+        await c.set_limit("server_concurrent", "2")  # a slot is free for bob now
+        c.dispatcher.wake()
+        await asyncio.sleep(0.5)
+        assert submitted_prompts(fake) == ["from alice"]
+    async with open_controlled() as c:
+        await c.wait_settled(timeout=20)
+        assert submitted_prompts(fake) == ["from alice", "from bob"]
+
+
 async def test_cancel_a_queued_job_but_not_a_submitted_one(
     open_controlled: Any, fake: FakeApimart
 ) -> None:

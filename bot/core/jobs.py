@@ -281,6 +281,8 @@ class JobService:
                 self.poller.spawn(self.poller.deliver(job))
         if any(counts.values()):
             log.info("resumed jobs: %s", counts)
+        if self.controls is not None and self.controls.dispatcher is not None:
+            self.controls.dispatcher.open()  # queued jobs may go now
         return counts
 
     async def _upload(self, job: Job, files: Sequence[ImageFile]) -> VideoRequest:

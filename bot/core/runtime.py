@@ -133,8 +133,7 @@ async def open_runtime(
             ]
             try:
                 if resume:
-                    await jobs.resume()
-                dispatcher.wake()
+                    await jobs.resume()  # also opens the queue (the bot resumes in setup_hook)
                 if webhook:
                     # After resume, so a callback finds its task followed. Until it listens,
                     # APIMart's callbacks fail and are retried (and polls still run).

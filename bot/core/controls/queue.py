@@ -100,13 +100,22 @@ class Dispatcher:
         self.launch = launch
         self.interval = interval
         self._wake = asyncio.Event()
+        self._open = asyncio.Event()
         self._tasks: set[asyncio.Task[object]] = set()
         self._stopping = False
+
+    def open(self) -> None:
+        """Start submitting: called by `JobService.resume`, once the jobs a crash left halfway
+        are settled (a claimed job must not be mistaken for one). A process that never
+        resumes (the terminal's `generate`) never submits another front end's queued jobs."""
+        self._open.set()
+        self._wake.set()
 
     def wake(self) -> None:
         self._wake.set()
 
     async def run(self) -> None:
+        await self._open.wait()
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.interval):
@@ -145,6 +154,7 @@ class Dispatcher:
 
     async def stop(self) -> None:
         self._stopping = True
+        self._open.set()
         self._wake.set()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5.0)
