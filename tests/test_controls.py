@@ -98,6 +98,23 @@ async def test_one_members_burst_does_not_block_the_others(
         ]
 
 
+async def test_fifty_requests_from_one_member_queue_ten_and_refuse_the_rest(
+    open_controlled: Any, fake: FakeApimart
+) -> None:
+    fake.default_plan = FakeTaskPlan(duration_s=3000.0)
+    async with open_controlled() as c:
+        outcomes = await asyncio.gather(
+            *(c.ask("spammer", sora(f"spam {i}")) for i in range(50)), return_exceptions=True
+        )
+        admitted = [o for o in outcomes if not isinstance(o, BaseException)]
+        refused = [o for o in outcomes if isinstance(o, Refused)]
+        assert len(admitted) == 12 and len(refused) == 38  # 2 running + 10 waiting
+        assert {r.limit for r in refused} == {"queue"}
+        assert len(fake.submit_attempts) == 2
+        done, message = await c.controls.cancel(10**30, "spammer", manager=False)
+        assert not done and "no longer known" in message
+
+
 async def test_reservation_becomes_the_actual_cost_and_failures_count_nothing(
     open_controlled: Any, fake: FakeApimart
 ) -> None:

@@ -32,6 +32,11 @@ from bot.core.store import jobs_table
 ACTIVE = (JobState.CREATED.value, JobState.SUBMITTING.value, JobState.RUNNING.value)
 #: Jobs whose money is not settled yet and that may still be billed at an unknown price.
 IN_FLIGHT = (JobState.QUEUED.value, *ACTIVE)
+#: A member's queued jobs at most: a queue is for a slot to free, not a backlog of spam that
+#: would all be billed later.
+MAX_QUEUED_PER_MEMBER = 10
+#: A server's queued jobs at most (the queue is read in order, `SCAN` rows at a time).
+MAX_QUEUED_PER_SERVER = 500
 #: Alerts go out at these percentages of a server spend cap.
 THRESHOLDS = (80, 100)
 BANNED = "Your prompt contains a word or phrase that is not allowed on this server."
@@ -262,6 +267,12 @@ async def admit(
         mine = (j.guild_id == guild, j.requester == member)
         member_queued = await _count(conn, *mine, j.state == JobState.QUEUED.value)
         queue_round = member_queued
+        if member_queued >= MAX_QUEUED_PER_MEMBER:
+            raise Refused(
+                "queue",
+                f"You already have {member_queued} videos waiting in the queue; start more "
+                "once they are under way.",
+            )
         if member_queued:
             queued = True
         elif member_slots is not None and (
@@ -273,6 +284,13 @@ async def admit(
         ):
             queued = True
 
+    if queued and (
+        await _count(conn, j.guild_id == guild, j.state == JobState.QUEUED.value)
+        >= MAX_QUEUED_PER_SERVER
+    ):
+        raise Refused(
+            "queue", "This server's video queue is full. Please try again in a few minutes."
+        )
     state = JobState.QUEUED if queued else JobState.CREATED
     reserved = estimate or 0
     today = day_key(now)

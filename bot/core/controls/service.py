@@ -186,6 +186,8 @@ class Controls:
         """Cancel a queued job (its requester, or a member with Manage Server)."""
         j = jobs_table.c
         now = self.clock.now()
+        if not 0 < job_id < 2**31:  # a forged button: no such job (and no int4 overflow)
+            return False, "That job is no longer known."
         async with self.store.engine.connect() as conn:
             row = (
                 await conn.execute(sa.select(j.guild_id, j.requester).where(j.id == job_id))
