@@ -296,3 +296,14 @@ async def test_balance_and_alerts(reel: Reel, mod: Any) -> None:
     await reel.env.settle()
     posted = [m.content for m in alerts.history()]
     assert any("100 %" in m and "server_daily_spend" in m for m in posted), posted
+
+
+async def test_the_apis_moderation_refusal_is_said_in_plain_words(reel: Reel) -> None:
+    reel.fake.default_plan = FakeTaskPlan(
+        fail=True, error_message="内容审核未通过 (content_policy)"
+    )
+    await reel.alice.slash(reel.channel, "video sora", prompt="something")
+    (message,) = await reel.wait_results()
+    text = message.embeds[0].description
+    assert text.startswith("The video service refused this request because of its content")
+    assert "Nothing was charged" in text and "内容审核未通过" in text  # the API's words kept

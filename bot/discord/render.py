@@ -15,6 +15,7 @@ from typing import Any
 import discord
 
 from bot.core.catalog import CATALOG, FAMILIES, describe
+from bot.core.controls.moderation import plain_reason
 from bot.core.controls.money import usd
 from bot.core.job import Job, JobState
 from bot.core.progress import duration_text, progress_bar
@@ -223,6 +224,8 @@ def failure(job: Job, now: float) -> Rendered:
     head = f"{who} {head}" if who else head[0].upper() + head[1:]
     content = clip(f"{head}\n> {prompt_preview(request.prompt)}", CONTENT_LIMIT)
     reason = job.error_message or "APIMart gave no reason."
+    if job.state is JobState.FAILED and job.task_id:  # the API's own refusal of the task
+        reason = plain_reason(job.error_message) or reason
     embed = _embed(f"⚠️ Job #{job.id} · {request.spec.label}", reason, _colour(job))
     _add_parameters(embed, job)
     _add_field(embed, "Elapsed", duration_text(_elapsed(job, now)))
