@@ -269,3 +269,18 @@ async def test_the_operators_cap_refuses_in_the_terminal_too(tmp_path: Path) -> 
     assert outcome["status"] == "refused" and outcome["task_id"] is None
     assert "$0.08" in outcome["error"] and "daily spending limit ($0.05)" in outcome["error"]
     assert "UTC" in outcome["error"] and "<t:" not in outcome["error"]
+
+
+async def test_a_bad_prices_file_is_a_settings_problem(tmp_path: Path) -> None:
+    (tmp_path / "prices.json").write_text('{"sora-2": {"4k": 0.01}}')
+    code, _, err = await reelbot(
+        "generate",
+        "--fake",
+        "x",
+        "--model",
+        "sora-2",
+        cwd=tmp_path,
+        PRICES_FILE=str(tmp_path / "prices.json"),
+    )
+    assert code == 2
+    assert "PRICES_FILE" in err and "sora-2 offers 720p, not 4k" in err

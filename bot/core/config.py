@@ -118,6 +118,19 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("PRICES_FILE")
+    @classmethod
+    def _readable_prices(cls, value: Path | None) -> Path | None:
+        """Read once here, so a typo stops the start with the other settings' problems."""
+        if value is not None:
+            from bot.core.controls.prices import PricesFileInvalid, read_prices_file
+
+            try:
+                read_prices_file(value)
+            except PricesFileInvalid as exc:
+                raise ValueError(str(exc).removeprefix(f"PRICES_FILE {value}: ")) from None
+        return value
+
     def operator_cap(self, name: str) -> int | None:
         """An operator cap in micro-dollars (exact: the setting is read as a Decimal)."""
         value: Decimal | None = getattr(self, name)
