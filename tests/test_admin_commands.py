@@ -289,9 +289,12 @@ async def test_balance_and_alerts(reel: Reel, mod: Any) -> None:
     await admin(reel, mod, "limit", name="server_daily_spend", value="0.05")
     await reel.alice.slash(reel.channel, "video sora", prompt="a kite")  # learns $0.04
     await reel.wait_results()
-    await reel.bob.slash(reel.channel, "video sora", prompt="another")  # refused: 100 %
     controls = reel.runtime.controls
     assert controls is not None
+    await reel.wait_for(lambda: alerts.history())
+    (first,) = [m.content for m in alerts.history()]
+    assert "80 %" in first and "$0.04 of $0.05" in first
+    await reel.bob.slash(reel.channel, "video sora", prompt="another")  # refused: 100 %
     await controls.settle_alerts()
     await reel.env.settle()
     posted = [m.content for m in alerts.history()]

@@ -147,8 +147,26 @@ class Controls:
     def _ended(self, job: Job, settlement: Any) -> None:
         if self.dispatcher is not None:
             self.dispatcher.wake()
-        if isinstance(settlement, Settlement) and settlement.error_code == "payment_required":
+        if not isinstance(settlement, Settlement) or settlement.guild_id == NO_GUILD:
+            return
+        if settlement.error_code == "payment_required":
             self._spawn(self._balance_alert(settlement.guild_id))
+        elif settlement.actual:
+            self._spawn(self._spend_alerts(settlement.guild_id))
+
+    async def _spend_alerts(self, guild_id: str) -> None:
+        """A job's actual cost may cross 80 % / 100 % of a server cap (its estimate did not,
+        or no price was known when it was admitted)."""
+        async with self.store.engine.connect() as conn:
+            if (await ledger.read(conn, guild_id)).alerts_channel is None:
+                return
+        now = self.clock.now()
+        async with self.store.transaction() as conn:
+            controls = await ledger.lock(conn, guild_id)
+            caps = admission.spend_caps(controls, Requester(guild_id, None), now, None, None)
+            alerts = await admission.threshold_alerts(conn, controls, caps, guild_id, now)
+        for channel_id, text in alerts:
+            await self._send(channel_id, text)
 
     async def _balance_alert(self, guild_id: str) -> None:
         if guild_id == NO_GUILD:
