@@ -355,3 +355,37 @@ def test_money_is_exact_and_refuses_what_is_not_money() -> None:
     for bad in ("-1", "abc", "1e400", "0.0000001", "nan"):
         with pytest.raises(ValueError):
             parse_usd(bad)
+
+
+def test_banned_words_ignore_case_and_accents_but_match_whole_words() -> None:
+    from bot.core.controls.words import first_banned
+
+    assert first_banned("A CAFÉ at dawn", ["cafe"]) == "cafe"
+    assert first_banned("a café", ["CAFE"]) == "CAFE"
+    assert first_banned("a cafeteria", ["cafe"]) is None
+    assert first_banned("the   red\nfox", ["red fox"]) == "red fox"
+
+
+def test_role_tiers_take_the_most_generous_value() -> None:
+    from bot.core.controls.limits import GuildControls, SettingInvalid, parse_value
+
+    controls = GuildControls(
+        limits={"member_daily_spend": parse_value("member_daily_spend", "1")},
+        roles={
+            "vip": {"member_daily_spend": None, "member_cooldown_seconds": 10},
+            "fan": {
+                "member_daily_spend": parse_value("member_daily_spend", "5"),
+                "member_cooldown_seconds": 60,
+            },
+        },
+    )
+    assert controls.member_limit("member_daily_spend") == 1_000_000
+    assert controls.member_limit("member_daily_spend", ("fan",)) == 5_000_000
+    assert controls.member_limit("member_daily_spend", ("fan", "vip")) is None  # off wins
+    assert controls.member_limit("member_cooldown_seconds", ("fan", "vip")) is None  # default off
+    controls.limits["member_cooldown_seconds"] = 120
+    assert controls.member_limit("member_cooldown_seconds", ("fan", "vip")) == 10  # shortest
+    assert controls.member_limit("member_concurrent") == 2  # the default
+    for name, bad in (("member_daily_jobs", "-1"), ("member_daily_jobs", "1.5"), ("nope", "1")):
+        with pytest.raises(SettingInvalid):
+            parse_value(name, bad)

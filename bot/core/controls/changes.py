@@ -8,12 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
-from bot.core.catalog import CATALOG
 from bot.core.controls import audit, ledger
 from bot.core.controls.limits import (
-    LIMITS,
     MAX_BLOCKS,
     MAX_REASON,
     MAX_ROLES,
@@ -175,10 +171,3 @@ class Changes:
     async def settings(self, guild_id: str) -> tuple[GuildControls, list[audit.Change]]:
         async with self.store.engine.connect() as conn:
             return await ledger.read(conn, guild_id), await audit.recent(conn, guild_id)
-
-
-async def read_controls(conn: AsyncConnection, guild_id: str) -> GuildControls:
-    return await ledger.read(conn, guild_id)
-
-
-__all__ = ["CATALOG", "LIMITS", "Changes"]

@@ -9,6 +9,7 @@ those; the reservation itself when a completed job reports no cost). A job whose
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,9 @@ from bot.core.request import VideoRequest
 from bot.core.store import jobs_table
 
 #: States whose money is final. `unknown` is absent on purpose: its reservation stays.
-SETTLED_STATES = frozenset({JobState.COMPLETED.value, JobState.FAILED.value, "cancelled"})
+SETTLED_STATES = frozenset(
+    {JobState.COMPLETED.value, JobState.FAILED.value, JobState.CANCELLED.value}
+)
 
 
 def insert_ignore(conn: AsyncConnection, table: sa.Table, **values: Any) -> Any:
@@ -195,16 +198,14 @@ async def settle(conn: AsyncConnection, job_id: int, *, now: float) -> Settlemen
             guild_id=guild_id,
             member_id=member_id,
             model=row.model,
-            jobs=-1 if row.state == "cancelled" else 0,
+            jobs=-1 if row.state == JobState.CANCELLED.value else 0,
             failures=1 if row.state == JobState.FAILED.value else 0,
             spent=actual,
             reserved=-reserved,
         )
     if row.state == JobState.COMPLETED.value and reported:
         request = row.request
-        if isinstance(request, str):
-            import json
-
+        if isinstance(request, str):  # some drivers hand JSON back as text
             request = json.loads(request)
         await prices.learn(conn, VideoRequest.model_construct(**request), reported, now=now)
     return Settlement(job_id, guild_id, member_id, row.state, actual, row.error_code)

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.core.catalog import CATALOG
-from bot.core.controls.money import MICROS, MoneyInvalid, parse_usd
+from bot.core.controls.money import MoneyInvalid, parse_usd
 from bot.core.controls.tables import prices
 from bot.core.request import VideoRequest
 
@@ -161,6 +161,3 @@ async def seed(conn: AsyncConnection, table: dict[tuple[str, str], int], *, now:
 async def all_prices(conn: AsyncConnection) -> list[dict[str, Any]]:
     rows = (await conn.execute(sa.select(prices).order_by(prices.c.model))).all()
     return [dict(r._mapping) for r in rows]
-
-
-__all__ = ["MICROS", "estimate", "learn", "read_prices_file", "seed", "units"]
