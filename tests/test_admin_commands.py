@@ -310,3 +310,34 @@ async def test_the_apis_moderation_refusal_is_said_in_plain_words(reel: Reel) ->
     text = message.embeds[0].description
     assert text.startswith("The video service refused this request because of its content")
     assert "Nothing was charged" in text and "内容审核未通过" in text  # the API's words kept
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("member_cooldown_seconds", "600", "you can start another <t:"),
+        ("member_daily_jobs", "1", "0 left. Resets <t:"),
+        ("member_monthly_spend", "0.05", "your monthly spending limit ($0.05): $0.01 left"),
+        ("server_daily_spend", "0.05", "this server's daily spending limit ($0.05): $0.01 left"),
+        ("server_monthly_spend", "0.05", "this server's monthly spending limit ($0.05)"),
+    ],
+)
+async def test_each_limit_refuses_the_next_request_privately(
+    reel: Reel, mod: Any, name: str, value: str, expected: str
+) -> None:
+    await admin(reel, mod, "limit", name=name, value=value)
+    first = await reel.alice.slash(reel.channel, "video sora", prompt="first")
+    assert not first.ephemeral
+    await reel.wait_results()
+    second = await reel.alice.slash(reel.channel, "video sora", prompt="second")
+    assert second.ephemeral and expected in second.response.content, second.response.content
+    assert not deferred_publicly(reel) and len(reel.fake.submits) == 1
+
+
+async def test_an_unknown_price_under_a_cap_lets_one_job_learn_it(reel: Reel, mod: Any) -> None:
+    await admin(reel, mod, "limit", name="server_daily_spend", value="5")
+    reel.fake.default_plan = FakeTaskPlan(duration_s=3000.0)
+    await reel.alice.slash(reel.channel, "video sora", prompt="first")
+    second = await reel.bob.slash(reel.channel, "video sora", prompt="second")
+    assert second.ephemeral and "does not know this video's price yet" in second.response.content
+    assert len(reel.fake.submits) == 1
