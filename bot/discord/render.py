@@ -17,7 +17,7 @@ import discord
 from bot.core.catalog import CATALOG, FAMILIES, describe
 from bot.core.controls.moderation import plain_reason
 from bot.core.controls.money import usd
-from bot.core.job import Job, JobState
+from bot.core.job import NOTICES, Job, JobState
 from bot.core.progress import duration_text, progress_bar
 from bot.core.request import RequestInvalid
 
@@ -174,6 +174,8 @@ def status(job: Job, now: float, *, position: int | None = None) -> Rendered:
         times.append(f"APIMart estimates {duration_text(job.estimated_time)}")
     if times:
         lines.append(" · ".join(times))
+    if job.notice and not job.state.terminal:
+        lines.append(f"⏳ {NOTICES.get(job.notice, job.notice)}")
     for note in request.notes():
         lines.append(f"-# {note}")
     if job.state.terminal and job.error_message:
