@@ -15,7 +15,7 @@ from tests.test_e2e import World, _wait, running_bot, world_fixture  # noqa: F40
 pytestmark = pytest.mark.e2e
 
 
-async def test_sigterm_during_a_submit_keeps_the_billed_task(world: World) -> None:  # noqa: F811
+async def test_sigterm_during_a_submit_keeps_the_billed_task(world: World) -> None:
     sync = await world.reelbot("sync", "--guild", str(world.guild_id))
     assert await sync.wait() == 0, world.all_logs()
     world.api.plan_next(FakeTaskPlan(duration_s=60))  # 1 s real once submitted
