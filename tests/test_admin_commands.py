@@ -341,3 +341,23 @@ async def test_an_unknown_price_under_a_cap_lets_one_job_learn_it(reel: Reel, mo
     second = await reel.bob.slash(reel.channel, "video sora", prompt="second")
     assert second.ephemeral and "does not know this video's price yet" in second.response.content
     assert len(reel.fake.submits) == 1
+
+
+async def test_queued_status_messages_show_the_queue_moving(reel: Reel, mod: Any) -> None:
+    await admin(reel, mod, "limit", name="server_concurrent", value="1")
+    reel.fake.default_plan = FakeTaskPlan(duration_s=4000.0)
+    carol = reel.guild.add_member(reel.env.create_user("carol"))
+    await reel.alice.slash(reel.channel, "video sora", prompt="first")
+    bobs = await reel.bob.slash(reel.channel, "video sora", prompt="second")
+    carols = await carol.slash(reel.channel, "video sora", prompt="third")
+    status = carols.response.message
+    assert "queued (position 2)" in status.embeds[0].description
+    custom_id = cancel_id(bobs.response.message)
+    assert custom_id is not None
+    await reel.bob.click(bobs.response.message, custom_id=custom_id)
+
+    def carols_status() -> Any:
+        return reel.env.backend.get_message(status.channel.id, status.id)
+
+    await reel.wait_for(lambda: "position 1" in str(carols_status().embeds))
+    assert carols_status().components  # its Cancel button is kept

@@ -93,6 +93,9 @@ class Job:
     reserved: int = 0
     #: Queued, but the front end is still preparing it (not yet eligible for submission).
     held: bool = False
+    #: Its place in the server's queue when last counted (not stored: it changes as the
+    #: queue moves; front ends show it on the status message).
+    queue_position: int | None = None
     #: A neutral word for the requester while the job runs ("delayed", "slow"), not stored:
     #: front ends render it (see NOTICES); None when all is as expected.
     notice: str | None = None

@@ -27,6 +27,7 @@ from bot.core.apimart import (
     UploadedImage,
 )
 from bot.core.clock import Clock
+from bot.core.controls import queue
 from bot.core.controls.admission import Admission, Requester
 from bot.core.controls.service import Controls
 from bot.core.job import Job, JobState
@@ -37,6 +38,9 @@ from bot.core.reroll import UNKNOWN_JOB, RerollGuard, refusal
 from bot.core.store import Store
 
 log = logging.getLogger(__name__)
+
+#: Queued jobs whose status message is updated when their server's queue moves.
+SHOWN_PLACES = 25
 
 UNKNOWN_SUFFIX = (
     " The video may still be made and billed; it was not sent again to avoid a double charge."
@@ -373,6 +377,12 @@ class JobService:
         if self.controls is not None and self.controls.dispatcher is not None:
             self.controls.dispatcher.open()  # queued jobs may go now
         return counts
+
+    async def show_queue(self, guild_id: str) -> None:
+        """The queue of a server moved: each waiting job's status shows its new place (the
+        notifier throttles; the first `SHOWN_PLACES` are enough to see it move)."""
+        for job in await queue.waiting(self.store, guild_id, SHOWN_PLACES):
+            await self.notifier.job_progress(job)
 
     async def follow_again(self, job: Job, *, track: bool = True) -> Job:
         """Follow an `unknown` job that has a task id again (its end was never learned).

@@ -150,7 +150,7 @@ async def open_runtime(
                 controls=controls,
             )
             # The queue opens when `jobs.resume()` has run (here, or in the bot's setup_hook).
-            dispatcher = Dispatcher(store, jobs.launch)
+            dispatcher = Dispatcher(store, jobs.launch, on_moved=jobs.show_queue)
             controls.dispatcher = dispatcher
             metrics.tracked.set_function(lambda: len(poller))
             poller_task = asyncio.create_task(poller.run(), name="reelbot-poller")

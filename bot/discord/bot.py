@@ -25,7 +25,7 @@ from bot.core.config import Settings
 from bot.core.runtime import Runtime
 from bot.discord.notifier import DiscordNotifier
 from bot.discord.replies import report_error
-from bot.discord.views import DYNAMIC_ITEMS, result_view
+from bot.discord.views import DYNAMIC_ITEMS, result_view, status_view
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,7 @@ class ReelBot(commands.Bot):
         if self.runtime is None or self.notifier is None:
             return
         self.notifier.view_factory = result_view
+        self.notifier.status_view = status_view
         self.runtime.set_notifier(self.notifier)
         if self.runtime.controls is not None:
             self.runtime.controls.alert_sink = ChannelAlerts(self)

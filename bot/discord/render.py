@@ -154,6 +154,7 @@ def status(job: Job, now: float, *, position: int | None = None) -> Rendered:
     A queued job shows its place in the server's queue (`position`) instead of progress.
     """
     request = job.request
+    position = job.queue_position if position is None else position
     summary = f"`{request.summary()}`"
     if job.estimate is not None and not job.state.terminal:
         summary += f" · ≈ {usd(job.estimate)}"

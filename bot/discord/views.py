@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import discord
 
-from bot.core.job import Job
+from bot.core.job import Job, JobState
 from bot.core.reroll import offers_reroll
 from bot.discord import flow
 from bot.discord.replies import report_error
@@ -89,6 +89,11 @@ class CancelButton(
 
 
 DYNAMIC_ITEMS: tuple[type[discord.ui.DynamicItem[Any]], ...] = (JobButton, CancelButton)
+
+
+def status_view(job: Job) -> discord.ui.View | None:
+    """The buttons under a status message: Cancel while the job waits in the queue."""
+    return queued_view(job) if job.state is JobState.QUEUED else None
 
 
 def queued_view(job: Job) -> discord.ui.View:

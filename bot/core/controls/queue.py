@@ -77,6 +77,31 @@ async def claim_next(store: Store, guild_id: str) -> Job | None:
     return None
 
 
+async def waiting(store: Store, guild_id: str, limit: int) -> list[Job]:
+    """The first `limit` ready jobs of a server's queue, in the fair order, with their places.
+
+    A held job (its front end still preparing it) counts for the places after it but is
+    not returned: its status message does not exist yet.
+    """
+    j = jobs_table.c
+    query = (
+        jobs_table.select()
+        .where(j.guild_id == guild_id, j.state == JobState.QUEUED.value)
+        .order_by(j.queue_round, j.id)
+        .limit(limit)
+    )
+    async with store.transaction() as conn:
+        rows = (await conn.execute(query)).all()
+    jobs = []
+    for place, row in enumerate(rows, start=1):
+        if row._mapping["held"]:
+            continue
+        job = _row_to_job(row)
+        job.queue_position = place
+        jobs.append(job)
+    return jobs
+
+
 async def guilds_with_queue(store: Store) -> list[str]:
     j = jobs_table.c
     query = sa.select(j.guild_id).where(j.state == JobState.QUEUED.value).distinct()
@@ -95,9 +120,12 @@ class Dispatcher:
         launch: Callable[[Job], Awaitable[object]],
         *,
         interval: float = IDLE_INTERVAL,
+        on_moved: Callable[[str], Awaitable[object]] | None = None,
     ) -> None:
         self.store = store
         self.launch = launch
+        #: Called (in the background) when a server's queue moved: show the new places.
+        self.on_moved = on_moved
         self.interval = interval
         self._wake = asyncio.Event()
         self._open = asyncio.Event()
@@ -132,6 +160,7 @@ class Dispatcher:
         """Submit every queued job that has a slot now; returns how many."""
         started = 0
         for guild_id in await guilds_with_queue(self.store):
+            before = started
             while started < MAX_BURST:
                 job = await claim_next(self.store, guild_id)
                 if job is None:
@@ -143,7 +172,27 @@ class Dispatcher:
                 )
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+            if started > before:
+                self.moved(guild_id)
         return started
+
+    def moved(self, guild_id: str) -> None:
+        """A server's queue moved (a job left it): tell the front end, in the background."""
+        if self.on_moved is None or self._stopping:
+            return
+        task: asyncio.Task[object] = asyncio.create_task(
+            self._safely(self.on_moved(guild_id)), name=f"reelbot-queue-moved-{guild_id}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _safely(coro: Awaitable[object]) -> object:
+        try:
+            return await coro
+        except Exception:
+            log.exception("could not show the queue's new places")
+            return None
 
     async def _launch(self, job: Job) -> object:
         try:

@@ -239,6 +239,7 @@ class Controls:
         log.info("job %s: cancelled by %s while queued", job_id, actor_id)
         if self.dispatcher is not None:
             self.dispatcher.wake()
+            self.dispatcher.moved(row.guild_id or NO_GUILD)
         return True, "Cancelled. Nothing was sent to APIMart or charged."
 
     # -- questions -----------------------------------------------------------------------
