@@ -295,3 +295,18 @@ async def test_poller_tells_health_whether_a_callback_announced_the_end() -> Non
     await notifier.wait_count(2, timeout=5)
     assert seen == [True, False]
     await stop(poller, task, clock)
+
+
+async def test_a_flood_of_hints_for_a_waiting_job_does_not_grow_the_line() -> None:
+    clock = ManualClock()
+    limiter = RateLimiter(clock, 1.0, burst=1.0)
+    poller = Poller(
+        Recorder(clock), MemoryJobStore(), RecordingNotifier(), clock, AdaptiveSchedule(), limiter
+    )
+    for i in range(3):
+        poller.track(job(i, clock.now() - 300))
+    poller._start_due(clock.now())  # one polled, two wait for tokens
+    waiting = len(poller._ready)
+    for _ in range(10_000):
+        poller.poke("task_2")
+    assert len(poller._ready) <= waiting + 1

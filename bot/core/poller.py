@@ -281,7 +281,9 @@ class Poller:
         due = max(self.clock.now(), tracked.last_poll_at + POKE_MIN_GAP)
         if tracked.due > due:
             self._push(tracked, due)
-        elif tracked.due <= self.clock.now():  # already waiting for a token: move it up
+        elif tracked.due <= self.clock.now() and tracked.extra.get("moved_up") != tracked.due:
+            # Already waiting for a token: move it up, once per due time however many come.
+            tracked.extra["moved_up"] = tracked.due
             self._ready.add(job_id, tracked.due, *priority_of(self.schedule, tracked, tracked.due))
             self._wake.set()
         return True
