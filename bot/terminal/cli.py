@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from bot.core.catalog import CATALOG, describe
 from bot.core.config import Settings, load_settings
-from bot.core.logs import setup_logging
+from bot.core.logs import setup_logging_from
 from bot.core.request import RequestInvalid, build_request
 
 EXIT_OK, EXIT_TASK_FAILED, EXIT_INVALID, EXIT_API = 0, 1, 2, 3
@@ -24,17 +26,50 @@ EXIT_OK, EXIT_TASK_FAILED, EXIT_INVALID, EXIT_API = 0, 1, 2, 3
 log = logging.getLogger("bot")
 
 
+GENERATE_EPILOG = """\
+key: real runs need APIMART_API_KEY (environment or .env; `reelbot check` tests it);
+     --fake needs no key and costs nothing (a stand-in API; the link it prints is not a video).
+exit codes:
+  0  completed
+  1  the task failed at APIMart
+  2  invalid input or settings (nothing was sent)
+  3  APIMart refused or could not be reached (also a submit whose answer was lost: the job is
+     then "unknown" and is never sent again)
+"""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the epilog's line breaks (exit codes read as a list)."""
+
+
+class _DefaultsFormatter(
+    argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter
+):
+    """Shows each option's default, except where there is none (the help says what then)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def add_commands(sub: Any) -> None:
     """The terminal's verbs, added to the `reelbot` parser by `bot.app`."""
-    gen = sub.add_parser("generate", help="make one video from the terminal")
+    gen = sub.add_parser(
+        "generate",
+        help="make one video from the terminal",
+        description="Validate, submit once, follow the task with a progress bar and print the "
+        "result (the video URL, its expiry, the cost). Nothing is sent when the input is invalid.",
+        epilog=GENERATE_EPILOG,
+        formatter_class=_Formatter,
+    )
     gen.add_argument("prompt", help="what the video should show")
     gen.add_argument(
         "--model",
         "-m",
         default="sora-2",
-        choices=list(CATALOG),
         metavar="ID",
-        help=f"model id: {', '.join(CATALOG)} (default sora-2)",
+        help=f"model id, any case: {', '.join(CATALOG)} (default sora-2)",
     )
     gen.add_argument("--duration", "-d", type=int, help="seconds (see `reelbot models`)")
     gen.add_argument("--resolution", "-r", help="e.g. 720p, 1080p, 4k")
@@ -71,13 +106,33 @@ def add_commands(sub: Any) -> None:
     )
     gen.add_argument("--json", action="store_true", help="print one JSON object to stdout")
 
-    sub.add_parser("models", help="what each model accepts")
-    sub.add_parser("check", help="validate the settings and ask APIMart for the balance")
+    sub.add_parser(
+        "models",
+        help="what each model accepts",
+        description="What each model accepts (durations, resolutions, images, extras), "
+        "with the `generate` flag next to each API field. Needs no key.",
+    )
+    sub.add_parser(
+        "check",
+        help="validate the settings and ask APIMart for the balance",
+        description="Say which .env and database reelbot uses, list every missing or invalid "
+        "setting, and ask APIMart (at APIMART_BASE_URL) for the balance. Needs APIMART_API_KEY.",
+    )
 
-    fake = sub.add_parser("fake-api", help="serve the stand-in APIMart on 127.0.0.1")
-    fake.add_argument("--host", default="127.0.0.1")
-    fake.add_argument("--port", type=int, default=8765)
-    fake.add_argument("--api-key", default="test-key")
+    fake = sub.add_parser(
+        "fake-api",
+        help="serve the stand-in APIMart on 127.0.0.1",
+        description="Serve the stand-in APIMart (no real video, no cost) to try reelbot with: "
+        "it prints the APIMART_BASE_URL and APIMART_API_KEY to use. Ctrl-C stops it.",
+        formatter_class=_DefaultsFormatter,
+    )
+    fake.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    fake.add_argument("--port", type=int, default=8765, help="port to listen on")
+    fake.add_argument(
+        "--api-key",
+        default=None,
+        help="accept only this key (by default any non-empty key is accepted)",
+    )
     fake.add_argument(
         "--balance", type=float, default=100.0, help="starting balance; tasks debit their cost"
     )
@@ -111,24 +166,85 @@ def dispatch(args: argparse.Namespace) -> int | None:
     return None
 
 
-def _models() -> int:
-    rows = [describe(spec) for spec in CATALOG.values()]
-    for row in rows:
-        print(row["model"])
+#: The `generate` option for each API field, shown by `reelbot models` beside the field name.
+API_FIELD_FLAGS = {
+    "duration": "--duration",
+    "resolution": "--resolution",
+    "aspect_ratio": "--aspect-ratio",
+    "images": "--image",
+    "generation_type": "--mode",
+    "video_urls": "--video",
+    "negative_prompt": "--negative-prompt",
+    "seed": "--seed",
+    "sample_count": "--samples",
+    "generate_audio": "--audio",
+    "person_generation": "--people",
+    "resize_mode": "--resize",
+    "enhance_prompt": "--enhance-prompt",
+}
+#: The table's columns that are one option each.
+_COLUMN_FLAGS = {
+    "durations (s)": "--duration",
+    "resolutions": "--resolution",
+    "aspect ratios": "--aspect-ratio",
+    "images": "--image",
+}
+
+
+def models_text() -> str:
+    """`reelbot models`: the catalog, each value under the `generate` option that sets it."""
+    lines = []
+    for spec in CATALOG.values():
+        row = describe(spec, flags=API_FIELD_FLAGS)
+        lines.append(f"{row['model']}  (--model {row['model']})")
         for key, value in row.items():
-            if key != "model":
-                print(f"  {key:<14} {value}")
+            if key == "model":
+                continue
+            label = f"{key} {_COLUMN_FLAGS[key]}" if key in _COLUMN_FLAGS else key
+            lines.append(f"  {label:<28} {value}")
+    return "\n".join(lines)
+
+
+def _models() -> int:
+    print(models_text())
     return EXIT_OK
 
 
+def _database_shown(settings: Settings) -> str:
+    """The database, without a password: a file path, or the server and database name."""
+    path = settings.sqlite_path()
+    if path is not None:
+        return f"SQLite file {path.resolve()}"
+    if "sqlite" in settings.DATABASE_URL:
+        return "SQLite in memory"
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.DATABASE_URL)
+    return f"PostgreSQL {url.host or 'localhost'}:{url.port or 5432}/{url.database}"
+
+
 def _check() -> int:
-    settings = load_settings(require=("APIMART_API_KEY",))
-    setup_logging(settings.LOG_LEVEL)
+    from bot.core.config import find_env_file, user_env_file
+
+    env_file = find_env_file()
+    shown = str(env_file.resolve()) if env_file else f"none (no ./.env, no {user_env_file()})"
+    print(f".env      {shown}")
+    settings = load_settings(require=("APIMART_API_KEY",), env_file=env_file)
+    setup_logging_from(settings)
+    print(f"database  {_database_shown(settings)}")
+    print(f"APIMart   {settings.APIMART_BASE_URL}")
+    if settings.DISCORD_TOKEN is None:
+        print(
+            "warning: DISCORD_TOKEN is not set (an empty value counts as not set): "
+            "`reelbot run` and `reelbot sync` need it; `generate` does not",
+            file=sys.stderr,
+        )
 
     async def ask() -> int:
         import aiohttp
 
         from bot.core.apimart import ApimartClient, ApimartError
+        from bot.terminal import advice
 
         assert settings.APIMART_API_KEY is not None
         async with aiohttp.ClientSession() as session:
@@ -141,14 +257,11 @@ def _check() -> int:
             try:
                 balance = await client.balance()
             except ApimartError as exc:
-                print(f"settings OK, but APIMart said: {exc}", file=sys.stderr)
+                print(f"error: {advice.for_error(exc, settings.APIMART_BASE_URL)}", file=sys.stderr)
                 return EXIT_API
         remaining = "unlimited" if balance.unlimited else balance.remaining
-        print(
-            f"settings OK; APIMart at {settings.APIMART_BASE_URL}: balance {remaining}, used {balance.used}"
-        )
-        if settings.DISCORD_TOKEN is None:
-            print("note: DISCORD_TOKEN is not set; `reelbot run` needs it", file=sys.stderr)
+        print(f"balance   {remaining} (used {balance.used})")
+        print("settings OK")
         return EXIT_OK
 
     return asyncio.run(ask())
@@ -185,17 +298,31 @@ def _sniff(data: bytes) -> str | None:
     return None
 
 
+def resolve_model(name: str) -> str:
+    """The catalog's id for `name` (any case), or one clear problem with the closest id."""
+    from bot.core.catalog import get_model
+    from bot.core.request import Problem
+
+    try:
+        return get_model(name).id
+    except KeyError:
+        pass
+    by_lower = {model_id.lower(): model_id for model_id in CATALOG}
+    close = difflib.get_close_matches(name.strip().lower(), list(by_lower), n=1, cutoff=0.6)
+    hint = f"did you mean {by_lower[close[0]]}?" if close else f"use {', '.join(CATALOG)}"
+    raise RequestInvalid([Problem("--model", f"unknown model {name!r}; {hint}")])
+
+
 def _generate(args: argparse.Namespace) -> int:
     from bot.core.jobs import with_pending_uploads
 
-    settings = _generate_settings(args)
-    # The terminal shows a progress bar and the result; logs only for warnings (or DEBUG).
-    setup_logging("DEBUG" if settings.LOG_LEVEL == "DEBUG" else "WARNING")
+    # The input first: a wrong model or duration is said before any setting is looked at.
     try:
+        model = resolve_model(args.model)
         images = [_read_image(ref) for ref in args.image]
         refs, files = with_pending_uploads(images)
         request = build_request(
-            model=args.model,
+            model=model,
             prompt=args.prompt,
             duration=args.duration,
             resolution=args.resolution,
@@ -219,17 +346,24 @@ def _generate(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     for note in request.notes():
         print(f"note: {note}", file=sys.stderr)
+    settings = _generate_settings(args)
+    # The terminal shows a progress bar and the result; logs only for warnings (or DEBUG),
+    # while LOG_FILE, when set, gets the configured level.
+    setup_logging_from(
+        settings, stderr_level="DEBUG" if settings.LOG_LEVEL == "DEBUG" else "WARNING"
+    )
 
-    from bot.terminal.generate import run_generate
+    from bot.terminal.generate import format_outcome, outcome_json, run_generate
 
+    started = time.monotonic()
     job = asyncio.run(run_generate(settings, request, files, fake=args.fake, quiet=args.json))
-    outcome = job.outcome()
+    wall = time.monotonic() - started
+    base_url = "the stand-in API" if args.fake else settings.APIMART_BASE_URL
     if args.json:
+        outcome = outcome_json(job, base_url=base_url, fake=args.fake, wall_s=wall)
         print(json.dumps(outcome, ensure_ascii=False))
     else:
-        from bot.terminal.generate import format_outcome
-
-        print(format_outcome(job))
+        print(format_outcome(job, base_url=base_url, fake=args.fake, wall_s=wall))
     if job.state.value == "completed" and job.video_urls:
         return EXIT_OK
     return EXIT_TASK_FAILED if job.task_id else EXIT_API
