@@ -23,7 +23,7 @@ def setup_logging(
     level: str,
     *,
     stream: Any = None,
-    log_file: Path | None = None,
+    log_file: Path | str | None = None,
     max_mb: int = 10,
     backups: int = 5,
     file_level: str | None = None,
@@ -37,6 +37,7 @@ def setup_logging(
     handlers[0].setLevel(level)
     root_level = logging.getLevelName(level)
     if log_file is not None:
+        log_file = Path(log_file)
         log_file.parent.mkdir(parents=True, exist_ok=True)
         to_file = logging.handlers.RotatingFileHandler(
             log_file, maxBytes=max_mb * 1024 * 1024, backupCount=backups, encoding="utf-8"

@@ -32,8 +32,8 @@ FAKE_API_KEY = "reelbot-offline-demo"
 FAKE_TIME_SCALE = 120.0
 #: How often the progress line is redrawn: the elapsed time moves even when progress does not.
 REDRAW_INTERVAL_S = 0.5
-#: The narrowest bar worth drawing; below it the line is cut to the terminal's width.
-MIN_BAR = 10
+#: The narrowest bar drawn; on a terminal narrower still, the line is cut to its width.
+MIN_BAR = 3
 STAND_IN_NOTE = (
     "a stand-in link (offline demo): no real video was made and the link died with this "
     "command; drop --fake and set APIMART_API_KEY for a real video"
