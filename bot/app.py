@@ -28,8 +28,8 @@ def version() -> str:
         return "unknown (not installed)"
 
 
-def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
-    """The `reelbot` parser, and each subcommand's own parser (for its usage errors)."""
+def _parser() -> argparse.ArgumentParser:
+    """The `reelbot` parser, with every front end's verbs."""
     from bot.discord import verbs
     from bot.terminal import cli
 
@@ -42,7 +42,13 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     cli.add_commands(sub)
     verbs.add_commands(sub)
-    return parser, dict(sub.choices)
+    return parser
+
+
+def commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """Each subcommand's own parser (for its usage errors and help), by name."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(sub.choices)
 
 
 def _suggest(word: str, options: Sequence[str]) -> str:
@@ -59,14 +65,15 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     argparse reports an unknown option of a subcommand with the *top-level* usage; here it is
     the subcommand's parser that complains (its usage, its options), exit code 2.
     """
-    parser, commands = _parser()
+    parser = _parser()
+    by_name = commands(parser)
     args_list = list(sys.argv[1:] if argv is None else argv)
     first = next((a for a in args_list if not a.startswith("-")), None)
-    if first is not None and first not in commands:
-        parser.error(f"unknown command {first!r}{_suggest(first, list(commands))}")
+    if first is not None and first not in by_name:
+        parser.error(f"unknown command {first!r}{_suggest(first, list(by_name))}")
     args, extras = parser.parse_known_args(args_list)
     if extras:
-        command = commands[args.command]
+        command = by_name[args.command]
         options = [opt for action in command._actions for opt in action.option_strings]
         unknown = [e for e in extras if e.startswith("-")]
         hint = _suggest(unknown[0].split("=", 1)[0], options) if unknown else ""

@@ -143,7 +143,7 @@ async def test_version(tmp_path: Path) -> None:
 
 
 def test_every_subcommand_has_a_description_and_fake_api_shows_defaults() -> None:
-    _, commands = app._parser()
+    commands = app.commands(app._parser())
     for name, parser in commands.items():
         assert parser.description, name
     fake_help = commands["fake-api"].format_help()
@@ -158,7 +158,7 @@ def test_every_subcommand_has_a_description_and_fake_api_shows_defaults() -> Non
 def test_the_readme_synopsis_matches_the_parser() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     synopsis = readme.split("## Command line", 1)[1].split("```", 2)[1]
-    _, commands = app._parser()
+    commands = app.commands(app._parser())
     for name, parser in commands.items():
         assert f"reelbot {name}" in synopsis, name
         for action in parser._actions:
@@ -180,7 +180,7 @@ def test_models_shows_the_cli_option_beside_each_api_field() -> None:
         ("generation_type", "--mode"),
     ]:
         assert f"{field} ({option})" in text
-    _, commands = app._parser()
+    commands = app.commands(app._parser())
     options = {o for a in commands["generate"]._actions for o in a.option_strings}
     assert set(API_FIELD_FLAGS.values()) <= options
 
