@@ -267,3 +267,11 @@ async def test_fake_api_with_a_key_accepts_only_that_key(tmp_path: Path) -> None
     finally:
         proc.terminate()
         await proc.wait()
+
+
+async def test_run_with_an_empty_discord_token_says_it_is_missing(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(f"APIMART_API_KEY={KEY}\nDISCORD_TOKEN=\n")
+    code, _, err = await reelbot("run", cwd=tmp_path)
+    assert code == 2
+    assert "DISCORD_TOKEN is missing" in err
+    assert "refused" not in err and "Traceback" not in err
