@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import sys
 from collections.abc import Sequence
 from importlib import metadata
@@ -103,4 +104,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = EXIT_INVALID
     except KeyboardInterrupt:
         code = 130
+    except BrokenPipeError:
+        # `reelbot models | head`: the reader has gone, which is no reason for a traceback.
+        # Point stdout at /dev/null so the interpreter's final flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 1
     sys.exit(code)

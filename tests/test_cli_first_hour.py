@@ -275,3 +275,20 @@ async def test_run_with_an_empty_discord_token_says_it_is_missing(tmp_path: Path
     assert code == 2
     assert "DISCORD_TOKEN is missing" in err
     assert "refused" not in err and "Traceback" not in err
+
+
+def test_a_closed_pipe_is_not_a_traceback(tmp_path: Path) -> None:
+    """`reelbot models | head -3`: the reader leaves early."""
+    import subprocess
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot", "models"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.wait(30)
+    assert "Traceback" not in err and "BrokenPipeError" not in err

@@ -270,12 +270,12 @@ API_FIELD_FLAGS = {
     "resize_mode": "--resize",
     "enhance_prompt": "--enhance-prompt",
 }
-#: The table's columns that are one option each.
-_COLUMN_FLAGS = {
-    "durations (s)": "--duration",
-    "resolutions": "--resolution",
-    "aspect ratios": "--aspect-ratio",
-    "images": "--image",
+#: The table's columns, labelled with the API field and the option that sets it.
+_COLUMN_LABELS = {
+    "durations (s)": "duration, s (--duration)",
+    "resolutions": "resolution (--resolution)",
+    "aspect ratios": "aspect_ratio (--aspect-ratio)",
+    "images": "images (--image)",
 }
 
 
@@ -288,8 +288,12 @@ def models_text() -> str:
         for key, value in row.items():
             if key == "model":
                 continue
-            label = f"{key} {_COLUMN_FLAGS[key]}" if key in _COLUMN_FLAGS else key
-            lines.append(f"  {label:<28} {value}")
+            if key == "extras":
+                extras = value.split("; ")
+                lines.append(f"  {'extras':<30} {extras[0]}")
+                lines += [f"  {'':<30} {extra}" for extra in extras[1:]]
+                continue
+            lines.append(f"  {_COLUMN_LABELS.get(key, key):<30} {value}")
     return "\n".join(lines)
 
 
