@@ -85,7 +85,7 @@ def test_a_cross_field_error_names_both_and_survives_another_error(
 
 def test_the_image_refuses_a_sqlite_file_off_its_volume(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REELBOT_IN_CONTAINER", "1")
-    for url in ("sqlite:///./data/reelbot.db", "sqlite:////app/reelbot.db"):
+    for url in ("sqlite:///./data/reelbot.db", "sqlite:////app/reelbot.db", "sqlite://"):
         monkeypatch.setenv("DATABASE_URL", url)
         (problem,) = problems(None)
         assert problem.startswith("DATABASE_URL: in the container")

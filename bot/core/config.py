@@ -164,8 +164,13 @@ class Settings(Secrets):
         if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ValueError("use sqlite:///path/to/file.db or postgresql://user:pass@host/db")
         path = _sqlite_file(value)
-        if in_container and path is not None and not _on_volume(path):
-            where = "a relative path" if not path.is_absolute() else f"{path}, outside the volume"
+        if in_container and value.startswith("sqlite") and (path is None or not _on_volume(path)):
+            if path is None:
+                where = "a database in memory"
+            elif not path.is_absolute():
+                where = "a relative path"
+            else:
+                where = f"{path}, outside the volume,"
             raise ValueError(
                 f"in the container the SQLite file must be on the {CONTAINER_DATA_DIR} volume "
                 f"({where} would vanish with the container): use "

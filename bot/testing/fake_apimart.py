@@ -874,6 +874,7 @@ def run_fake_api(
     ``public_base_url`` overrides the host used in result/upload URLs (e.g. when the bot
     reaches the fake through another name).
     """
+    api_key = api_key or None  # `--api-key ""` is no key: accept any
     fake = FakeApimart(
         api_key=api_key, time_scale=time_scale, public_base_url=public_base_url, balance=balance
     )
