@@ -32,6 +32,7 @@ from bot.core.catalog import (
 from bot.core.config import Settings, load_settings
 from bot.core.logs import setup_logging_from
 from bot.core.request import RequestInvalid, build_request
+from bot.terminal import db
 
 EXIT_OK, EXIT_TASK_FAILED, EXIT_INVALID, EXIT_API = 0, 1, 2, 3
 
@@ -206,6 +207,7 @@ def add_commands(sub: Any) -> None:
         description="Say which .env and database reelbot uses, list every missing or invalid "
         "setting, and ask APIMart (at APIMART_BASE_URL) for the balance. Needs APIMART_API_KEY.",
     )
+    db.add_commands(sub)
 
     fake = sub.add_parser(
         "fake-api",
@@ -240,6 +242,8 @@ def dispatch(args: argparse.Namespace) -> int | None:
         return _generate(args)
     if args.command == "check":
         return _check()
+    if args.command == "db":
+        return db.dispatch(args)
     if args.command == "fake-api":
         from bot.testing.fake_apimart import run_fake_api
 
