@@ -12,6 +12,7 @@ import difflib
 import json
 import logging
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -55,9 +56,7 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the epilog's line breaks (exit codes read as a list)."""
 
 
-class _DefaultsFormatter(
-    argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter
-):
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows each option's default, except where there is none (the help says what then)."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
@@ -119,8 +118,12 @@ def add_commands(sub: Any) -> None:
     gen = sub.add_parser(
         "generate",
         help="make one video from the terminal",
-        description="Validate, submit once, follow the task with a progress bar and print the "
-        "result (the video URL, its expiry, the cost). Nothing is sent when the input is invalid.",
+        # Wrapped here: the raw formatter (kept for the epilog's list) does not wrap it.
+        description=textwrap.fill(
+            "Validate, submit once, follow the task with a progress bar and print the result "
+            "(the video URL, its expiry, the cost). Nothing is sent when the input is invalid.",
+            width=78,
+        ),
         epilog=GENERATE_EPILOG,
         formatter_class=_Formatter,
     )
