@@ -18,6 +18,7 @@ from importlib import metadata
 
 from bot.core.config import SettingsError
 from bot.core.migrations import SchemaTooNew
+from bot.core.store import StoreUnavailable
 
 EXIT_INVALID = 2
 
@@ -102,6 +103,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = _dispatch(args)
     except (SettingsError, SchemaTooNew) as exc:
         print(exc, file=sys.stderr)
+        code = EXIT_INVALID
+    except StoreUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
         code = EXIT_INVALID
     except KeyboardInterrupt:
         code = 130

@@ -15,9 +15,14 @@ from bot.core.config import Settings, SettingsError, find_env_file, load_setting
 ROOT = Path(__file__).resolve().parents[1]
 ENV_EXAMPLE = ROOT / ".env.example"
 #: Lines in .env.example that show an example value rather than the default.
-EXAMPLES = {"DATABASE_URL", "WEBHOOK_PUBLIC_URL", "LOG_FILE"}
+EXAMPLES = {"DATABASE_URL", "WEBHOOK_PUBLIC_URL", "LOG_FILE", "SHARD_COUNT", "SHARD_IDS"}
 #: Settings an operator does not set (test plumbing, and the image's own flag).
-INTERNAL = {"DISCORD_API_BASE", "DISCORD_GATEWAY_URL", "REELBOT_IN_CONTAINER"}
+INTERNAL = {
+    "DISCORD_API_BASE",
+    "DISCORD_GATEWAY_URL",
+    "REELBOT_IN_CONTAINER",
+    "WEBHOOK_LISTEN",  # the deprecated name of HTTP_LISTEN
+}
 
 
 @pytest.fixture(autouse=True)
