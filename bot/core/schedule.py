@@ -69,8 +69,8 @@ WEBHOOK_SAFETY_QUANTILE = 0.95
 #: ... plus this grace (the webhook's first delivery plus its first retry, ~10 s).
 WEBHOOK_GRACE = 15.0
 #: Between the `TAIL` bound and this one an end is possible but rare: polls there are
-#: `RELAXED_FACTOR` times `min_interval` apart (worst case ~9 s for ~9 % of jobs).
-RELAXED_TAIL = 0.10
+#: `RELAXED_FACTOR` times `min_interval` apart (worst case ~9 s for ~4 % of jobs).
+RELAXED_TAIL = 0.05
 RELAXED_FACTOR = 2.0
 #: Early failure checks after the first poll (seconds after submit): moderation refuses in
 #: the first seconds, and a member should not wait a sparse minute to learn that.
@@ -259,7 +259,7 @@ class AdaptiveSchedule:
             interval = self.sparse_fraction * to_low
             if to_low - interval < self.min_interval:
                 interval = to_low
-                # Past the 1 % bound but short of the 10 % one, an end is still unlikely:
+                # Past the 1 % bound but short of the 5 % one, an end is still unlikely:
                 # polls twice as far apart there, densest only where ends are common.
                 likely = self.earliest_end(tracked, elapsed, progress, RELAXED_TAIL) - elapsed
                 if likely > self.min_interval:
