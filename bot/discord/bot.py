@@ -17,6 +17,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.core.runtime import Runtime
+from bot.discord.attachments import AttachmentReader, CdnReader
 from bot.discord.notifier import DiscordNotifier
 from bot.discord.replies import report_error
 from bot.discord.views import DYNAMIC_ITEMS, result_view
@@ -25,13 +26,15 @@ log = logging.getLogger(__name__)
 
 EXTENSIONS = ("cogs.video",)
 
-#: What the bot needs in a channel: see it, post (also in threads), embed links, attach videos.
+#: What the bot needs in a channel: see it, post (also in threads), embed links, attach videos,
+#: and read its recent messages (so a result whose post was interrupted is not posted twice).
 PERMISSIONS = discord.Permissions(
     view_channel=True,
     send_messages=True,
     send_messages_in_threads=True,
     embed_links=True,
     attach_files=True,
+    read_message_history=True,
 )
 
 
@@ -57,6 +60,10 @@ discord.VoiceClient.warn_nacl = False
 discord.VoiceClient.warn_dave = False
 
 
+async def _no_reader(attachment: discord.Attachment, limit: int) -> bytes:
+    raise RuntimeError("this ReelBot was built without a runtime (command listing only)")
+
+
 class ReelBot(commands.Bot):
     """reelbot on Discord. `runtime=None` builds the command tree only (`reelbot commands`)."""
 
@@ -74,9 +81,18 @@ class ReelBot(commands.Bot):
         super().__init__(**options)
         self.runtime = runtime
         self.notifier: DiscordNotifier | None = None
+        #: How the flow reads members' attachments (`bot.discord.attachments`).
+        self.attachment_reader: AttachmentReader = _no_reader
         if runtime is not None:
+            options_for_notifier = {
+                "fetch_policy": runtime.settings.fetch_policy(),
+                **(notifier_options or {}),
+            }
             self.notifier = DiscordNotifier(
-                self, session=runtime.session, clock=runtime.clock, **(notifier_options or {})
+                self, session=runtime.session, clock=runtime.clock, **options_for_notifier
+            )
+            self.attachment_reader = CdnReader(
+                runtime.session, runtime.settings.attachment_policy()
             )
 
     def require_runtime(self) -> Runtime:

@@ -8,12 +8,14 @@ guard) is the core's (`bot.core.jobs`, `bot.core.reroll`); this module only does
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
 import discord
 
 from bot.core.catalog import DEFAULT_UPLOAD_LIMIT, ImageStyle, ModelSpec
+from bot.core.fetch import FetchError, FetchPolicy
 from bot.core.job import Job, JobState
 from bot.core.jobs import ImageFile, Origin, with_pending_uploads
 from bot.core.request import (
@@ -26,6 +28,7 @@ from bot.core.request import (
 )
 from bot.core.reroll import ALREADY_REROLLING, UNKNOWN_JOB, media_time
 from bot.discord import render
+from bot.discord.attachments import check_attachment_url
 from bot.discord.replies import mark_public_placeholder
 
 if TYPE_CHECKING:
@@ -35,6 +38,12 @@ log = logging.getLogger(__name__)
 
 VIDEO_TYPES = ("video/",)
 UNREADABLE = "Discord would not hand over the attached file, so nothing was sent or charged."
+NOT_CHARGED = " Nothing was sent to APIMart or charged."
+#: `/video` is registered for servers only, but a forged or stale DM interaction still arrives.
+SERVERS_ONLY = (
+    "`/video` works in servers only (a DM has no channel for the result, and the server's "
+    "APIMart balance pays for it). Nothing was made or charged."
+)
 #: In a thread the bot needs Send Messages in Threads instead of Send Messages.
 THREAD_TYPES = frozenset(
     {
@@ -55,8 +64,12 @@ async def generate(
     **fields: Any,
 ) -> None:
     """Validate (pure, fast) → ephemeral refusal, or defer → job → status → launch."""
+    if interaction.guild_id is None:
+        await interaction.response.send_message(SERVERS_ONLY, ephemeral=True)
+        return
+    policy = bot.require_runtime().settings.attachment_policy()
     try:
-        request = request_with_attachments(spec, attachments, video, **fields)
+        request = request_with_attachments(spec, attachments, video, policy=policy, **fields)
     except RequestInvalid as exc:
         log.info("refused /%s: %s", getattr(interaction.command, "qualified_name", "?"), exc)
         await interaction.response.send_message(render.problems(exc), ephemeral=True)
@@ -68,11 +81,16 @@ def request_with_attachments(
     spec: ModelSpec,
     attachments: list[tuple[str, discord.Attachment]],
     video: discord.Attachment | None,
+    *,
+    policy: FetchPolicy,
     **fields: Any,
 ) -> VideoRequest:
     """The request, with placeholders for the images (their bytes are read after deferring)."""
     for name, attachment in attachments:
+        check_attachment_url(attachment, policy, name)
         check_image_file(spec, attachment.content_type, attachment.size, name)
+    if video is not None:
+        check_attachment_url(video, policy, "reference_video")
     if video is not None and not (video.content_type or "").startswith(VIDEO_TYPES):
         shown = video.content_type or "an unknown type"
         raise RequestInvalid(
@@ -111,39 +129,61 @@ async def start(
     may not post the result here (refused privately, nothing sent).
     """
     runtime = bot.require_runtime()
+    if interaction.guild_id is None:
+        await interaction.response.send_message(SERVERS_ONLY, ephemeral=True)
+        return None
     missing = missing_permissions(interaction)
     if missing:
         await interaction.response.send_message(cannot_post(missing), ephemeral=True)
         return None
     media_at = runtime.clock.now() if media_at is None else media_at
-    await interaction.response.defer(thinking=True)
+    callback = await interaction.response.defer(thinking=True)
     mark_public_placeholder(interaction)
     member = str(interaction.user.id)
-    guild_id = str(interaction.guild_id) if interaction.guild_id else None
-    job = await runtime.jobs.create(
-        request, origin=Origin(kind="discord"), requester=member, guild_id=guild_id
-    )
-    status = await interaction.edit_original_response(
-        **render.status(job, runtime.clock.now()).kwargs()
-    )
-    mark_public_placeholder(interaction, False)
+    guild_id = str(interaction.guild_id)
+    # Where the job's messages go is known now: written with the job, so a crash before the
+    # status message is shown still leaves the restart a channel (and the "thinking…"
+    # placeholder's id, editable with the bot token) to tell the requester in.
+    placeholder = getattr(callback, "message_id", None)
     origin = Origin(
         kind="discord",
-        channel_id=str(status.channel.id),
-        message_id=str(status.id),
+        channel_id=str(interaction.channel_id),
+        message_id=str(placeholder) if placeholder else None,
         requester_id=member,
         guild_id=guild_id,
         upload_limit=upload_limit(interaction),
         media_at=media_at,
     )
-    await runtime.jobs.place(job, origin)
-    bot.notifier_for_jobs().remember(job.id, interaction)
-    log.info("job %s: requested by %s in channel %s", job.id, member, status.channel.id)
+    job = await runtime.jobs.create(request, origin=origin, requester=member, guild_id=guild_id)
     try:
-        files = [ImageFile(await a.read(), a.filename, a.content_type or "") for a in attachments]
-    except (discord.HTTPException, OSError) as exc:
-        log.warning("job %s: could not read an attachment: %s", job.id, exc)
-        return await runtime.jobs.end(job, JobState.FAILED, "attachment_unreadable", UNREADABLE)
+        status = await interaction.edit_original_response(
+            **render.status(job, runtime.clock.now()).kwargs()
+        )
+    except discord.HTTPException as exc:
+        # The job goes on: its result is posted in the channel with the bot's token.
+        log.warning("job %s: could not show its status message: %s", job.id, exc)
+    else:
+        mark_public_placeholder(interaction, False)
+        if str(status.id) != origin.message_id:
+            job = await runtime.jobs.place(
+                job, dataclasses.replace(origin, message_id=str(status.id))
+            )
+    bot.notifier_for_jobs().remember(job.id, interaction)
+    log.info("job %s: requested by %s in channel %s", job.id, member, interaction.channel_id)
+    files = []
+    limit = request.spec.image_max_bytes
+    for attachment in attachments:
+        try:
+            data = await bot.attachment_reader(attachment, limit)
+        except FetchError as exc:
+            log.warning("job %s: could not read an attachment: %s", job.id, exc)
+            text = str(exc)
+            message = text[:1].upper() + text[1:] + "." + NOT_CHARGED
+            return await runtime.jobs.end(job, JobState.FAILED, "attachment_unreadable", message)
+        except (discord.HTTPException, OSError) as exc:
+            log.warning("job %s: could not read an attachment: %s", job.id, exc)
+            return await runtime.jobs.end(job, JobState.FAILED, "attachment_unreadable", UNREADABLE)
+        files.append(ImageFile(data, attachment.filename, attachment.content_type or ""))
     return await runtime.jobs.launch(job, files)
 
 

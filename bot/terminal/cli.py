@@ -28,6 +28,7 @@ from bot.core.catalog import (
     union,
 )
 from bot.core.config import Settings, load_settings
+from bot.core.images import read_local_image, sniff_image_type
 from bot.core.logs import setup_logging
 from bot.core.request import RequestInvalid, build_request
 
@@ -254,23 +255,10 @@ def _read_image(ref: str) -> Any:
         raise RequestInvalid(
             [Problem("image", f"{ref}: no such file (give a path or an http(s) URL)")]
         )
-    data = path.read_bytes()
+    data = read_local_image(path, ref)
     # Trust the bytes, not the name: a PDF renamed .png must be refused here, not by the API.
-    content_type = _sniff(data) or "application/octet-stream"
+    content_type = sniff_image_type(data) or "application/octet-stream"
     return ImageFile(data=data, filename=path.name, content_type=content_type)
-
-
-def _sniff(data: bytes) -> str | None:
-    """The real type of an image from its first bytes (a renamed PDF is not a PNG)."""
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    return None
 
 
 def _generate(args: argparse.Namespace) -> int:
