@@ -55,6 +55,8 @@ class World:
             POLL_INTERVAL="0.2",
             POLL_MAX_INTERVAL="1",
             LOG_LEVEL="DEBUG",
+            # The stand-ins' CDN and result videos are http://127.0.0.1 URLs.
+            ALLOW_LOCAL_FETCH="1",
         )
         return env
 

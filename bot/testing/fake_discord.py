@@ -224,6 +224,12 @@ class _FaultRule:
     retry_after: float
     errors: dict[str, Any] | None
     is_global: bool
+    #: Handle the request first (the message exists!), then answer with the fault.
+    after_processing: bool = False
+    #: Close the connection instead of answering.
+    drop: bool = False
+    #: Hold the answer this long (seconds) before giving it.
+    delay: float = 0.0
 
 
 @dataclass
@@ -327,6 +333,16 @@ def _sf(value: Any) -> int:
     return int(value)
 
 
+def _snowflake_time(snowflake: Any) -> float:
+    """When a snowflake was made (unix seconds)."""
+    return ((int(snowflake) >> 22) + DISCORD_EPOCH_MS) / 1000
+
+
+def _without_nonce(msg: dict[str, Any]) -> dict[str, Any]:
+    """A message as GET returns it: Discord echoes a nonce only when the message is created."""
+    return {k: v for k, v in msg.items() if k != "nonce"}
+
+
 _Handler = Callable[["_Ctx"], Awaitable[web.StreamResponse]]
 
 
@@ -381,6 +397,10 @@ class FakeDiscord:
         self.gateway_queries: list[dict[str, str]] = []  # query string of every gateway connect
         self.ready_count = 0
         self.errors: list[str] = []  # tracebacks of crashes inside the fake's handlers
+        #: How long (seconds) an ``enforce_nonce`` nonce is remembered, as Discord's "few minutes".
+        self.nonce_window = 300.0
+        #: Posts answered with an existing message because their nonce was seen (de-duplicated).
+        self.nonce_repeats = 0
 
         self._all_messages: dict[int, dict[str, Any]] = {}
         self._cdn: dict[str, tuple[bytes, str]] = {}
@@ -872,15 +892,18 @@ class FakeDiscord:
             kind="cdn",
             route="GET cdn",
         )
-        fault = self._take_fault(request.method, request.path)
-        if fault is not None:
-            record.injected = True
-            resp = fault
-        elif request.path in self._cdn:
+        rule = self._match_fault(request.method, request.path)
+        if request.path in self._cdn:
             data, ctype = self._cdn[request.path]
-            resp = web.Response(body=data, headers={"Content-Type": ctype})
+            resp: web.StreamResponse = web.Response(body=data, headers={"Content-Type": ctype})
         else:
             resp = web.Response(status=404, text="Not Found")
+        if rule is not None:
+            record.injected = True
+            self._record(record)  # seen now, even if the answer is held
+            resp = await self._apply_fault(rule, request, resp)
+            record.status = resp.status
+            return resp
         record.status = resp.status
         self._record(record)
         return resp
@@ -899,8 +922,17 @@ class FakeDiscord:
         retry_after: float = 0.05,
         errors: dict[str, Any] | None = None,
         is_global: bool = False,
+        after_processing: bool = False,
+        drop: bool = False,
+        delay: float = 0.0,
     ) -> None:
         """Answer the next ``times`` matching requests with an error.
+
+        ``after_processing``: the request is handled first (a message is created, an edit
+        applied), as when Discord answers 5xx or the connection drops after doing the work.
+        ``drop``: close the connection instead of answering. ``delay``: hold the answer that
+        many seconds first (a status of 0 then gives the normal answer, late: see
+        :meth:`hold_next`).
 
         ``path_regex`` is ``re.search``-ed against the API-relative path (e.g.
         ``r"^/channels/\\d+/messages$"``; CDN paths are matched raw). ``method`` may be ``"*"``.
@@ -919,42 +951,66 @@ class FakeDiscord:
                 retry_after=retry_after,
                 errors=errors,
                 is_global=is_global,
+                after_processing=after_processing,
+                drop=drop,
+                delay=delay,
             )
         )
 
-    def _take_fault(self, method: str, path: str) -> web.Response | None:
+    def hold_next(self, method: str, path_regex: str, seconds: float, *, times: int = 1) -> None:
+        """Handle the next matching requests at once but hold their answers ``seconds``."""
+        self.fail_next(method, path_regex, 0, times=times, after_processing=True, delay=seconds)
+
+    def _match_fault(self, method: str, path: str) -> _FaultRule | None:
         for rule in self._faults:
             if rule.remaining <= 0:
                 continue
             if rule.method not in ("*", method.upper()) or not rule.pattern.search(path):
                 continue
             rule.remaining -= 1
-            if rule.status == 429:
-                body: dict[str, Any] = {
-                    "message": rule.message,
-                    "retry_after": rule.retry_after,
-                    "global": rule.is_global,
-                }
-                if rule.code:
-                    body["code"] = rule.code
-                headers = {
-                    "Retry-After": str(max(1, int(rule.retry_after + 0.999))),
-                    "X-RateLimit-Limit": "5",
-                    "X-RateLimit-Remaining": "0",
-                    "X-RateLimit-Reset": f"{time.time() + rule.retry_after:.3f}",
-                    "X-RateLimit-Reset-After": f"{rule.retry_after:.3f}",
-                    "X-RateLimit-Bucket": "fakebucket" + secrets.token_hex(4),
-                    "X-RateLimit-Scope": "global" if rule.is_global else "user",
-                    "Via": "1.1 google",
-                }
-                if rule.is_global:
-                    headers["X-RateLimit-Global"] = "true"
-                return _json_response(body, 429, headers)
-            err: dict[str, Any] = {"message": rule.message, "code": rule.code}
-            if rule.errors:
-                err["errors"] = rule.errors
-            return _json_response(err, rule.status)
+            return rule
         return None
+
+    async def _apply_fault(
+        self, rule: _FaultRule, request: web.Request, normal: web.StreamResponse | None
+    ) -> web.StreamResponse:
+        """The answer a matched rule gives (after its delay); `normal` if it has no status."""
+        if rule.delay:
+            await asyncio.sleep(rule.delay)
+        if rule.drop:
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=500)  # never reaches the client
+        if rule.status == 0 and normal is not None:
+            return normal
+        return self._fault_response(rule)
+
+    def _fault_response(self, rule: _FaultRule) -> web.Response:
+        if rule.status == 429:
+            body: dict[str, Any] = {
+                "message": rule.message,
+                "retry_after": rule.retry_after,
+                "global": rule.is_global,
+            }
+            if rule.code:
+                body["code"] = rule.code
+            headers = {
+                "Retry-After": str(max(1, int(rule.retry_after + 0.999))),
+                "X-RateLimit-Limit": "5",
+                "X-RateLimit-Remaining": "0",
+                "X-RateLimit-Reset": f"{time.time() + rule.retry_after:.3f}",
+                "X-RateLimit-Reset-After": f"{rule.retry_after:.3f}",
+                "X-RateLimit-Bucket": "fakebucket" + secrets.token_hex(4),
+                "X-RateLimit-Scope": "global" if rule.is_global else "user",
+                "Via": "1.1 google",
+            }
+            if rule.is_global:
+                headers["X-RateLimit-Global"] = "true"
+            return _json_response(body, 429, headers)
+        err: dict[str, Any] = {"message": rule.message, "code": rule.code}
+        if rule.errors:
+            err["errors"] = rule.errors
+        return _json_response(err, rule.status)
 
     # ------------------------------------------------------------------ waiting
 
@@ -1977,10 +2033,10 @@ class FakeDiscord:
                     break
             if matched is not None:
                 record.route = matched[0]
-            fault = self._take_fault(request.method, path)
-            if fault is not None:
+            rule = self._match_fault(request.method, path)
+            if rule is not None and not rule.after_processing:
                 record.injected = True
-                resp: web.StreamResponse = fault
+                resp: web.StreamResponse = await self._apply_fault(rule, request, None)
             elif matched is None:
                 resp = _json_response(
                     {
@@ -1994,6 +2050,16 @@ class FakeDiscord:
                 if auth and request.headers.get("Authorization") != f"Bot {self.token}":
                     raise _HTTPError(401, 0, "401: Unauthorized")
                 resp = await handler(_Ctx(request, params, body, uploads, record))
+            if rule is not None and rule.after_processing:
+                record.injected = True
+                processed = resp
+                if isinstance(processed, web.Response) and processed.body is not None:
+                    with contextlib.suppress(ValueError, TypeError):
+                        record.response = json.loads(processed.body)  # type: ignore[arg-type]
+                self._record(record)  # the work is done and visible before the answer
+                resp = await self._apply_fault(rule, request, processed)
+                record.status = resp.status
+                return resp
         except _HTTPError as exc:
             err: dict[str, Any] = {"message": exc.message, "code": exc.code}
             if exc.errors:
@@ -2219,7 +2285,7 @@ class FakeDiscord:
             msgs = [m for m in msgs if int(m["id"]) < int(q["before"])]
         if "after" in q:
             msgs = [m for m in msgs if int(m["id"]) > int(q["after"])]
-        return _json_response(msgs[:limit])
+        return _json_response([_without_nonce(m) for m in msgs[:limit]])
 
     async def _post_message(self, ctx: _Ctx) -> web.StreamResponse:
         channel = self._channel(ctx)
@@ -2236,6 +2302,9 @@ class FakeDiscord:
             or body.get("poll")
         ):
             raise _HTTPError(400, 50006, "Cannot send an empty message")
+        repeat = self._nonce_repeat(channel, body)
+        if repeat is not None:
+            return _json_response(repeat)
         gid = int(channel["guild_id"]) if channel.get("guild_id") else None
         msg = self._build_message(
             channel_id=int(channel["id"]),
@@ -2246,10 +2315,29 @@ class FakeDiscord:
         self._store_message(msg)
         return _json_response(msg)
 
+    def _nonce_repeat(self, channel: dict[str, Any], body: dict[str, Any]) -> dict[str, Any] | None:
+        """Discord's de-duplication: with ``enforce_nonce``, a nonce the same author used in
+        this channel within :attr:`nonce_window` seconds returns that message again."""
+        nonce = body.get("nonce")
+        if nonce is None or not body.get("enforce_nonce"):
+            return None
+        if len(str(nonce)) > 25:
+            raise _HTTPError(400, 50035, "Invalid Form Body (nonce longer than 25)")
+        now = time.time()
+        for msg in reversed(self.messages.get(int(channel["id"]), [])):
+            if (
+                str(msg.get("nonce")) == str(nonce)
+                and msg["author"]["id"] == str(self.bot_user_id)
+                and now - _snowflake_time(msg["id"]) <= self.nonce_window
+            ):
+                self.nonce_repeats += 1
+                return msg
+        return None
+
     async def _get_message(self, ctx: _Ctx) -> web.StreamResponse:
         channel = self._channel(ctx)
         self._need(channel, "READ_MESSAGE_HISTORY")
-        return _json_response(self._message_in(channel, ctx))
+        return _json_response(_without_nonce(self._message_in(channel, ctx)))
 
     async def _patch_message(self, ctx: _Ctx) -> web.StreamResponse:
         channel = self._channel(ctx)
