@@ -957,9 +957,23 @@ class FakeDiscord:
             )
         )
 
-    def hold_next(self, method: str, path_regex: str, seconds: float, *, times: int = 1) -> None:
-        """Handle the next matching requests at once but hold their answers ``seconds``."""
-        self.fail_next(method, path_regex, 0, times=times, after_processing=True, delay=seconds)
+    def hold_next(
+        self,
+        method: str,
+        path_regex: str,
+        seconds: float,
+        *,
+        times: int = 1,
+        processed: bool = True,
+    ) -> None:
+        """Hold the answers to the next matching requests ``seconds``.
+
+        ``processed``: the request takes effect at once and only the answer waits (the
+        message exists while the client waits); False: nothing happens until the hold ends.
+        """
+        self.fail_next(
+            method, path_regex, 0, times=times, after_processing=processed, delay=seconds
+        )
 
     def _match_fault(self, method: str, path: str) -> _FaultRule | None:
         for rule in self._faults:
@@ -2034,6 +2048,9 @@ class FakeDiscord:
             if matched is not None:
                 record.route = matched[0]
             rule = self._match_fault(request.method, path)
+            if rule is not None and not rule.after_processing and rule.status == 0:
+                await asyncio.sleep(rule.delay)  # held before it takes effect
+                rule = None
             if rule is not None and not rule.after_processing:
                 record.injected = True
                 resp: web.StreamResponse = await self._apply_fault(rule, request, None)
