@@ -19,6 +19,7 @@ from tests.discordfix import (  # noqa: F401 - fixtures
     notifier_options_fixture,
     reel_fixture,
     runtime_fixture,
+    simcord_bot_fixture,
 )
 
 

@@ -30,6 +30,8 @@ from bot.core.apimart import (
 )
 from bot.core.clock import Clock
 from bot.core.job import Job, JobState
+from bot.core.ratelimit import MAX_PAUSE as MAX_PAUSE  # re-exported: it is the poller's
+from bot.core.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +41,6 @@ NOT_FOUND_LIMIT = 3
 PROGRESS_FLUSH_EVERY = 2.0
 #: On shutdown, polls and deliveries under way get this long (seconds) to finish.
 DRAIN_TIMEOUT = 5.0
-#: A 429's Retry-After pauses every poll; a huge value must not freeze the bot for hours.
-MAX_PAUSE = 60.0
 #: Answers that retrying will not fix (a 4xx, an unreadable answer, a refused key) in a row
 #: before the job is given up as `unknown` (it may still finish and be billed at APIMart).
 REFUSAL_LIMIT = 10
@@ -137,65 +137,6 @@ class FixedSchedule:
 
     def finished(self, tracked: Tracked, info: TaskInfo, now: float) -> None:
         return None
-
-
-class RateLimiter:
-    """A request budget shared by every poll: `rate` per second, paused after a 429.
-
-    A 429 halves the rate and pauses everyone for Retry-After (or a second); each quiet second
-    after that wins back a tenth of the configured rate, so the bot slows down together and
-    recovers by itself. The 429s of one burst (every request in flight gets one, and both the
-    API client's hook and the poller report it) halve the rate once, not once each.
-    """
-
-    #: 429s closer together than this (seconds) count as one burst.
-    BURST_WINDOW = 1.0
-
-    def __init__(self, clock: Clock, rate: float, burst: float | None = None) -> None:
-        self.clock = clock
-        self.max_rate = rate
-        self.rate = rate
-        self.burst = burst if burst is not None else max(1.0, rate)
-        self._tokens = self.burst
-        self._updated = clock.now()
-        self._paused_until = 0.0
-        self._last_cut = float("-inf")
-        self._lock = asyncio.Lock()
-        self.throttled = 0
-
-    def _refill(self, now: float) -> None:
-        elapsed = max(0.0, now - self._updated)
-        self._updated = now
-        if self.rate < self.max_rate and now >= self._paused_until:
-            self.rate = min(self.max_rate, self.rate + self.max_rate * 0.1 * elapsed)
-        self._tokens = min(self.burst, self._tokens + elapsed * self.rate)
-
-    async def acquire(self) -> None:
-        async with self._lock:
-            while True:
-                now = self.clock.now()
-                if now < self._paused_until:
-                    await self.clock.sleep(self._paused_until - now)
-                    continue
-                self._refill(now)
-                if self._tokens >= 1.0:
-                    self._tokens -= 1.0
-                    return
-                await self.clock.sleep((1.0 - self._tokens) / self.rate)
-
-    def penalize(self, retry_after: float | None = None) -> None:
-        """Called on every 429, from the poller or straight from the API client."""
-        now = self.clock.now()
-        self.throttled += 1
-        if now - self._last_cut >= self.BURST_WINDOW:
-            self._last_cut = now
-            self.rate = max(self.max_rate / 32, self.rate / 2)
-        self._tokens = 0.0
-        pause = retry_after or 1.0
-        if pause > MAX_PAUSE:
-            log.warning("429 asked for a %.0f s pause; pausing all polls %.0f s", pause, MAX_PAUSE)
-            pause = MAX_PAUSE
-        self._paused_until = max(self._paused_until, now + pause)
 
 
 def _run_seconds(info: TaskInfo, tracked: Tracked, now: float) -> float:

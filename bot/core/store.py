@@ -20,38 +20,14 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
+from bot.core import migrations
 from bot.core.job import TERMINAL, Job, JobState
 from bot.core.request import VideoRequest
+from bot.core.schema import jobs_table, metadata
+
+__all__ = ["UPDATABLE", "Store", "jobs_table", "metadata"]
 
 log = logging.getLogger(__name__)
-
-metadata = sa.MetaData()
-
-jobs_table = sa.Table(
-    "jobs",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("state", sa.String(16), nullable=False, index=True),
-    sa.Column("model", sa.String(64), nullable=False),
-    sa.Column("request", sa.JSON, nullable=False),
-    sa.Column("origin", sa.JSON, nullable=False),
-    sa.Column("requester", sa.String(64), index=True),
-    sa.Column("guild_id", sa.String(64), index=True),
-    sa.Column("task_id", sa.String(128), index=True),
-    sa.Column("progress", sa.Integer, nullable=False, default=0),
-    sa.Column("estimated_time", sa.Float),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("submitted_at", sa.Float),
-    sa.Column("finished_at", sa.Float),
-    sa.Column("run_seconds", sa.Float),
-    sa.Column("cost", sa.Float),
-    sa.Column("credits_cost", sa.Float),
-    sa.Column("video_urls", sa.JSON, nullable=False),
-    sa.Column("expires_at", sa.Float),
-    sa.Column("error_code", sa.String(64)),
-    sa.Column("error_message", sa.Text),
-    sa.Column("delivered", sa.Boolean, nullable=False, default=False, index=True),
-)
 
 #: Fields a caller may change through `Store.update`.
 UPDATABLE = frozenset(
@@ -103,6 +79,26 @@ def _row_to_job(row: sa.Row[Any]) -> Job:
     )
 
 
+def make_engine(url: str) -> AsyncEngine:
+    """The engine for `url`, set up as the store needs it (also for `reelbot db`)."""
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite") and (":memory:" in url or url.endswith("://")):
+        # An in-memory database lives in one connection: share it.
+        kwargs["poolclass"] = StaticPool
+    engine = create_async_engine(url, **kwargs)
+    if url.startswith("sqlite"):
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.close()
+
+    return engine
+
+
 class Store:
     """Async access to the jobs table. One instance per process, opened in `__main__`."""
 
@@ -127,24 +123,16 @@ class Store:
 
     @classmethod
     async def open(cls, url: str) -> Store:
-        """Connect and create the schema if needed (SQLite in WAL mode for concurrent reads)."""
-        kwargs: dict[str, Any] = {}
-        if url.startswith("sqlite") and (":memory:" in url or url.endswith("://")):
-            # An in-memory database lives in one connection: share it.
-            kwargs["poolclass"] = StaticPool
-        engine = create_async_engine(url, **kwargs)
-        if url.startswith("sqlite"):
+        """Connect and migrate the schema to head (SQLite in WAL mode for concurrent reads).
 
-            @event.listens_for(engine.sync_engine, "connect")
-            def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-                cursor = dbapi_conn.cursor()
-                cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute("PRAGMA synchronous=NORMAL")
-                cursor.execute("PRAGMA busy_timeout=5000")
-                cursor.close()
-
-        async with engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
+        Raises `migrations.SchemaTooNew` when a newer reelbot has migrated the database.
+        """
+        engine = make_engine(url)
+        try:
+            await migrations.upgrade(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
         return cls(engine)
 
     async def close(self) -> None:
