@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bot.testing.fake_apimart import FakeTaskPlan
-from bot.testing.fake_discord import MESSAGE_FLAG_LOADING
+from bot.testing.fake_discord.protocol import MESSAGE_FLAG_LOADING
 from tests.test_e2e import USER_ID, World, _wait, running_bot
 
 pytestmark = pytest.mark.e2e
