@@ -30,7 +30,6 @@ async def test_after_a_restart_a_refused_result_lands_in_the_status_message(
     job = await finished_job(reel, video_url)
     # A new process: the same bot, but a notifier that never saw the interaction.
     restarted = DiscordNotifier(reel.bot, session=reel.runtime.session, clock=reel.runtime.clock)
-    restarted.fetch_policy = reel.runtime.settings.fetch_policy()
     reel.env.inject_error(
         "POST",
         "/channels/*/messages",
