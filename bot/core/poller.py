@@ -50,6 +50,8 @@ MAX_JOB_AGE = 6 * 3600.0
 EARLY_HINT_TTL = 120.0
 #: Webhook hints poll one task at most this often (seconds), however many arrive.
 POKE_MIN_GAP = 1.0
+#: The loop wakes at least this often (seconds), so `heartbeat` proves it is alive (/readyz).
+HEARTBEAT_EVERY = 5.0
 
 
 class TaskReader(Protocol):
@@ -184,6 +186,8 @@ class Poller:
         self._stopping = False
         self.requests = 0
         self.errors = 0
+        #: When the loop last went round (clock time); stale means the loop is stuck or gone.
+        self.heartbeat = clock.now()
 
     # -- public API -------------------------------------------------------------------------
 
@@ -252,6 +256,7 @@ class Poller:
         try:
             while not self._stopping:
                 now = self.clock.now()
+                self.heartbeat = now
                 self._start_due(now)
                 if self._dirty and now - self._last_flush >= PROGRESS_FLUSH_EVERY:
                     self._spawn(self._flush_progress())
@@ -306,7 +311,7 @@ class Poller:
             timeout = max(0.0, self._heap[0][0] - now)
         if self._dirty:
             timeout = min(timeout, max(0.0, self._last_flush + PROGRESS_FLUSH_EVERY - now))
-        return timeout
+        return min(timeout, HEARTBEAT_EVERY)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

@@ -3,6 +3,8 @@
 As in discord.py's `advanced_startup.py`: one `aiohttp.ClientSession`, one store, one API
 client, one poller loop; opened in order, closed in reverse. `reelbot generate` and
 `reelbot run` both start here, so the terminal and Discord drive exactly the same pipeline.
+`reelbot run` also opens the operations side (`serve_http=True`): the HTTP listener with
+`/healthz`, `/readyz`, `/metrics` (and the webhook), and the sampler of the metrics gauges.
 """
 
 from __future__ import annotations
@@ -18,13 +20,21 @@ import aiohttp
 from bot.core.apimart import ApimartClient
 from bot.core.clock import Clock, SystemClock
 from bot.core.config import Settings
+from bot.core.health import Readiness
+from bot.core.http import HttpListener
+from bot.core.identify import IdentifyGate
 from bot.core.jobs import JobService
+from bot.core.metrics import MeteredApimartClient, Metrics, Sampler
 from bot.core.poller import Notifier, Poller, RateLimiter, Schedule
 from bot.core.schedule import AdaptiveSchedule
 from bot.core.store import Store
 from bot.core.webhook import WebhookServer
 
 log = logging.getLogger(__name__)
+
+#: The poller loop counts as stuck when it has not gone round for this long (seconds); it
+#: wakes at least every `poller.HEARTBEAT_EVERY`.
+POLLER_STALE = 30.0
 
 
 @dataclass
@@ -37,8 +47,14 @@ class Runtime:
     jobs: JobService
     clock: Clock
     poller_task: asyncio.Task[None]
-    #: The callback listener, when WEBHOOK_PUBLIC_URL is set.
+    metrics: Metrics
+    readiness: Readiness
+    identify_gate: IdentifyGate
+    #: The callback handler, when WEBHOOK_PUBLIC_URL is set (served by `http`).
     webhook: WebhookServer | None = None
+    #: The HTTP listener and the metrics sampler (`reelbot run` only).
+    http: HttpListener | None = None
+    sampler: Sampler | None = None
 
     def set_notifier(self, notifier: Notifier) -> None:
         """Late binding for front ends that exist only after the runtime (the Discord bot)."""
@@ -65,10 +81,14 @@ async def open_runtime(
     database_url: str | None = None,
     resume: bool = True,
     schedule: Schedule | None = None,
+    serve_http: bool = False,
+    expect_ready: tuple[str, ...] = (),
 ) -> AsyncIterator[Runtime]:
     """Open everything, resume unfinished jobs, start the poller; undo it all on exit.
 
     `schedule` defaults to the adaptive one (`make_schedule`), right for a bot with many jobs.
+    `serve_http` starts the HTTP listener and the metrics sampler; `expect_ready` names
+    readiness checks a front end will register later (`gateway`), unready until it does.
     """
     clock = clock or SystemClock()
     url = database_url or settings.DATABASE_URL
@@ -76,15 +96,22 @@ async def open_runtime(
         path.parent.mkdir(parents=True, exist_ok=True)
     assert settings.APIMART_API_KEY is not None
     limiter = RateLimiter(clock, settings.API_REQUESTS_PER_SECOND)
+    metrics = Metrics()
+
+    def rate_limited(retry_after: float | None) -> None:
+        metrics.rate_limited(retry_after)
+        limiter.penalize(retry_after)
+
     async with aiohttp.ClientSession() as session:
         store = await Store.open(url)
         try:
-            api = ApimartClient(
+            api: ApimartClient = MeteredApimartClient(
                 session,
                 settings.APIMART_BASE_URL,
                 settings.APIMART_API_KEY,
                 timeout=settings.API_TIMEOUT,
-                on_rate_limited=limiter.penalize,
+                on_rate_limited=rate_limited,
+                metrics=metrics,
             )
             poller = Poller(
                 api,
@@ -104,23 +131,70 @@ async def open_runtime(
                 clock=clock,
                 webhook_url=webhook,
             )
+            metrics.tracked.set_function(lambda: len(poller))
             poller_task = asyncio.create_task(poller.run(), name="reelbot-poller")
-            runtime = Runtime(settings, session, store, api, poller, jobs, clock, poller_task)
+            readiness = Readiness()
+            runtime = Runtime(
+                settings,
+                session,
+                store,
+                api,
+                poller,
+                jobs,
+                clock,
+                poller_task,
+                metrics=metrics,
+                readiness=readiness,
+                identify_gate=IdentifyGate(store.engine),
+                webhook=WebhookServer(poller) if webhook else None,
+            )
+            add_core_checks(runtime)
+            for name in expect_ready:
+                readiness.expect(name)
+            sampler = runtime.sampler = Sampler(metrics, store, now=clock.now)
             try:
+                if serve_http:
+                    # Before resume: /healthz answers while a large backlog is read, and
+                    # /readyz says "not ready" until the front end reports in. A callback that
+                    # arrives before its job is followed is kept as an early hint.
+                    host, port = settings.http_listen
+                    runtime.http = HttpListener(
+                        host, port, readiness=readiness, metrics=metrics, webhook=runtime.webhook
+                    )
+                    await runtime.http.start()
+                    if settings.listen_deprecated:
+                        log.warning("WEBHOOK_LISTEN is deprecated: rename it to HTTP_LISTEN")
+                    sampler.start()
                 if resume:
                     await jobs.resume()
-                if webhook:
-                    # After resume, so a callback finds its task followed. Until it listens,
-                    # APIMart's callbacks fail and are retried (and polls still run).
-                    host, port = settings.webhook_listen
-                    runtime.webhook = WebhookServer(poller, host, port)
-                    await runtime.webhook.start()
                 yield runtime
             finally:
-                if runtime.webhook is not None:
-                    await runtime.webhook.close()
+                await sampler.stop()
+                if runtime.http is not None:
+                    await runtime.http.close()
+                await readiness.close()
+                await runtime.identify_gate.close()
                 await poller.stop()
                 with contextlib.suppress(asyncio.CancelledError):
                     await poller_task
         finally:
             await store.close()
+
+
+def add_core_checks(runtime: Runtime) -> None:
+    """Readiness of what the core owns: the database answers, the poller loop goes round."""
+
+    async def database() -> str | None:
+        await runtime.store.ping()
+        return None
+
+    def poller() -> str | None:
+        if runtime.poller_task.done():
+            return "the poller loop has stopped"
+        silent = runtime.clock.now() - runtime.poller.heartbeat
+        if silent > POLLER_STALE:
+            return f"the poller loop has not gone round for {silent:.0f} s"
+        return None
+
+    runtime.readiness.add("database", database)
+    runtime.readiness.add("poller", poller, ttl=0.0)

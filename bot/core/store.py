@@ -260,3 +260,29 @@ class Store:
             query = query.where(jobs_table.c.guild_id == guild_id)
         async with self.engine.connect() as conn:
             return float((await conn.execute(query)).scalar_one())
+
+    # -- operations: readiness and metrics -------------------------------------------------
+
+    async def ping(self) -> None:
+        """One `SELECT 1`: raises if the database cannot be reached (for `/readyz`)."""
+        async with self.engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
+    async def count_by_state(self) -> dict[str, int]:
+        """How many jobs are in each state (one grouped query, for the metrics gauges)."""
+        query = sa.select(jobs_table.c.state, sa.func.count()).group_by(jobs_table.c.state)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return {str(state): int(count) for state, count in rows}
+
+    async def spend_by_guild(self, *, since: float) -> dict[str | None, float]:
+        """Cost reported by the API per server for jobs created since `since`."""
+        total = sa.func.sum(jobs_table.c.cost)
+        query = (
+            sa.select(jobs_table.c.guild_id, total)
+            .where(jobs_table.c.created_at >= since, jobs_table.c.cost.is_not(None))
+            .group_by(jobs_table.c.guild_id)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return {guild: float(amount or 0) for guild, amount in rows}

@@ -55,7 +55,7 @@ def point_at_configured_discord(settings: Settings) -> None:
 def run() -> int:
     """Start the bot and run until SIGTERM/SIGINT; open jobs stay resumable."""
     settings = load_settings(require=("DISCORD_TOKEN", "APIMART_API_KEY"))
-    setup_logging(settings.LOG_LEVEL)
+    setup_logging(settings.LOG_LEVEL, fmt=settings.LOG_FORMAT, secrets=settings.secret_values())
     point_at_configured_discord(settings)
     try:
         return asyncio.run(_run(settings))
@@ -69,7 +69,7 @@ def run() -> int:
 
 async def _run(settings: Settings) -> int:
     from bot.core.runtime import open_runtime
-    from bot.discord.bot import ReelBot
+    from bot.discord.bot import make_bot
 
     assert settings.DISCORD_TOKEN is not None
     token = settings.DISCORD_TOKEN.get_secret_value()
@@ -78,8 +78,21 @@ async def _run(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    async with open_runtime(settings, _NotConnected(), resume=False) as runtime:
-        bot = ReelBot(runtime=runtime)
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            runtime = await stack.enter_async_context(
+                open_runtime(
+                    settings,
+                    _NotConnected(),
+                    resume=False,
+                    serve_http=True,
+                    expect_ready=("gateway",),
+                )
+            )
+        except OSError as exc:  # HTTP_LISTEN's address is taken, the database refuses…
+            log.error("cannot start: %s", exc)
+            return EXIT_FAILED
+        bot = make_bot(runtime, settings)
         async with bot:
             runner = asyncio.create_task(bot.start(token), name="reelbot-discord")
             stopper = asyncio.create_task(stop.wait(), name="reelbot-signal")
@@ -92,6 +105,8 @@ async def _run(settings: Settings) -> int:
             # (`Poller._drain`), and a delivery needs Discord's HTTP session until its very
             # last edit. Closing the bot first made that edit fail, the job stay undelivered,
             # and the result be posted a second time after the restart.
+            # Unready at once, so a load balancer stops sending webhooks here while we drain.
+            runtime.readiness.add("shutdown", lambda: "stopping", ttl=0.0)
             log.info("stopping: draining the poller, then closing the Discord connection")
             await runtime.poller.stop()
             with contextlib.suppress(asyncio.CancelledError):
@@ -106,7 +121,7 @@ async def _run(settings: Settings) -> int:
 def sync(guild_id: int | None) -> int:
     """Register the slash commands: to one server at once, or globally (up to an hour)."""
     settings = load_settings(require=("DISCORD_TOKEN",))
-    setup_logging(settings.LOG_LEVEL)
+    setup_logging(settings.LOG_LEVEL, fmt=settings.LOG_FORMAT, secrets=settings.secret_values())
     point_at_configured_discord(settings)
     try:
         synced = asyncio.run(_sync(settings, guild_id))

@@ -161,8 +161,12 @@ class DiscordNotifier:
         download_timeout: float = RESULT_DOWNLOAD_TIMEOUT,
         view_factory: ViewFactory | None = None,
         fetch_policy: FetchPolicy | None = None,
+        on_rest_error: Callable[[int | None], None] | None = None,
     ) -> None:
         self.client = client
+        #: Told the HTTP status (None: no answer) of every failed REST call caught here;
+        #: the runtime counts them in `/metrics`.
+        self.on_rest_error = on_rest_error
         self.session = session
         self.clock = clock
         self.throttle = EditThrottle(
@@ -286,9 +290,11 @@ class DiscordNotifier:
         try:
             await message.edit(**rendered.kwargs())
         except discord.HTTPException as exc:
+            self._rest_error(exc.status)
             log.warning("job %s: could not edit its status message: %s", job_id, exc)
         except (aiohttp.ClientError, TimeoutError, RuntimeError) as exc:
             # RuntimeError: discord.py's HTTP session was closed under the request (shutdown).
+            self._rest_error(None)
             log.warning("job %s: could not edit its status message: %r", job_id, exc)
 
     async def _post_result(self, job: Job, where: Destination) -> bool:
@@ -316,11 +322,13 @@ class DiscordNotifier:
                 )
                 return True
             except discord.NotFound as exc:
+                self._rest_error(exc.status)
                 log.warning(
                     "job %s: channel %s is gone (%s); result dropped", job.id, where.channel_id, exc
                 )
                 return True
             except discord.Forbidden as exc:
+                self._rest_error(exc.status)
                 if data is not None:
                     log.warning(
                         "job %s: channel %s refused the file: %s; posting the link",
@@ -331,6 +339,7 @@ class DiscordNotifier:
                     continue
                 return await self._fallback(job, where, exc)
             except discord.HTTPException as exc:
+                self._rest_error(exc.status)
                 if data is not None and (exc.status == 413 or exc.code == ENTITY_TOO_LARGE):
                     log.info("job %s: video too large for this server; posting the link", job.id)
                     continue
@@ -366,6 +375,13 @@ class DiscordNotifier:
         except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as exc:
             log.info("job %s: could not read the channel's history: %s", job.id, exc)
         return False
+
+    def _rest_error(self, status: int | None) -> None:
+        if self.on_rest_error is not None:
+            try:
+                self.on_rest_error(status)
+            except Exception:  # counting must never break a delivery
+                log.exception("on_rest_error hook failed")
 
     def _message(self, job: Job, video: bytes | None) -> dict[str, Any]:
         """Keyword arguments for `send`: pings the requester and nobody else, ever."""
@@ -413,6 +429,7 @@ class DiscordNotifier:
             )
             return True
         except discord.HTTPException as followup_exc:
+            self._rest_error(followup_exc.status)
             log.error(
                 "job %s: may not post in channel %s: %s; the followup failed too: %s",
                 job.id,

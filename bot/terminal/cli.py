@@ -216,7 +216,7 @@ def _models() -> int:
 
 def _check() -> int:
     settings = load_settings(require=("APIMART_API_KEY",))
-    setup_logging(settings.LOG_LEVEL)
+    setup_logging(settings.LOG_LEVEL, fmt=settings.LOG_FORMAT, secrets=settings.secret_values())
 
     async def ask() -> int:
         import aiohttp
@@ -270,7 +270,11 @@ def _generate(args: argparse.Namespace) -> int:
 
     settings = _generate_settings(args)
     # The terminal shows a progress bar and the result; logs only for warnings (or DEBUG).
-    setup_logging("DEBUG" if settings.LOG_LEVEL == "DEBUG" else "WARNING")
+    setup_logging(
+        "DEBUG" if settings.LOG_LEVEL == "DEBUG" else "WARNING",
+        fmt=settings.LOG_FORMAT,
+        secrets=settings.secret_values(),
+    )
     try:
         images = [_read_image(ref) for ref in args.image]
         refs, files = with_pending_uploads(images)

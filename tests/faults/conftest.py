@@ -4,4 +4,4 @@ The end-to-end ones reuse `tests/test_e2e.py`'s world: the real `reelbot` proces
 the fake Discord and the stand-in APIMart, both in this test process on 127.0.0.1.
 """
 
-from tests.test_e2e import world  # noqa: F401 - fixture
+from tests.test_e2e import world_fixture  # noqa: F401 - fixture
