@@ -457,7 +457,22 @@ class DiscordNotifier:
         except FetchError as exc:
             log.info("job %s: video not attached (%s); posting the link", job_id, exc)
             return None
+        if not looks_like_video(fetched.content_type, fetched.data):
+            log.warning(
+                "job %s: the result URL served %s, not a video; posting the link",
+                job_id,
+                fetched.content_type or "an unknown type",
+            )
+            return None
         return fetched.data
+
+
+def looks_like_video(content_type: str, data: bytes) -> bool:
+    """Only a video is attached as the result: by its type, or by MP4/MOV or WebM bytes
+    (some storage serves videos as `application/octet-stream`)."""
+    if content_type.startswith("video/"):
+        return True
+    return data[4:8] == b"ftyp" or data.startswith(b"\x1a\x45\xdf\xa3")
 
 
 def allowed_mentions(job: Job) -> discord.AllowedMentions:

@@ -114,6 +114,24 @@ async def test_a_result_redirected_to_a_private_address_is_not_attached(
     assert url in message.embeds[0].description
 
 
+async def test_a_result_url_that_serves_a_web_page_is_not_attached(
+    reel: Reel, aiohttp_server: Any
+) -> None:
+    async def page(_request: web.Request) -> web.Response:
+        return web.Response(text="<html>instance metadata</html>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/v.mp4", page)
+    server = await aiohttp_server(app)
+    url = str(server.make_url("/v.mp4"))
+    job = await finished_job(reel, url)
+    assert reel.bot.notifier is not None
+    await reel.bot.notifier.job_finished(job)
+    await reel.env.settle()
+    (message,) = reel.results()
+    assert message.attachments == []
+
+
 @pytest.mark.e2e
 async def test_attachments_from_other_hosts_are_refused_before_anything_is_made(
     world: World,
