@@ -187,9 +187,7 @@ def status(job: Job, now: float, *, with_result: bool = False) -> Rendered:
             if job.expires_at:
                 lines.append(f"The link expires {timestamp(job.expires_at)}.")
         lines.append(f"Cost: {cost_text(job)}")
-        lines.append(
-            "-# The result could not be posted in this channel (the bot lacks permission)."
-        )
+        lines.append("-# The result message could not be posted in this channel; this is its copy.")
     icon = STATUS_ICONS.get(job.state, "🎬")
     embed = _embed(f"{icon} Job #{job.id} · {request.spec.label}", "\n".join(lines), _colour(job))
     if job.task_id:
