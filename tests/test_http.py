@@ -303,7 +303,7 @@ async def test_a_taken_port_is_a_clear_error() -> None:
     first = await start()
     try:
         second = HttpListener("127.0.0.1", first.port, readiness=Readiness(), metrics=Metrics())
-        with pytest.raises(OSError, match=r"cannot listen on 127\.0\.0\.1:\d+ \(HTTP_LISTEN\)"):
+        with pytest.raises(OSError, match=r"cannot listen on 127\.0\.0\.1:\d+ \("):
             await second.start()
     finally:
         await first.close()

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     POLL_CONCURRENCY: int = Field(16, ge=1, le=512)
     API_REQUESTS_PER_SECOND: float = Field(20.0, gt=0, le=10_000)
     API_TIMEOUT: float = Field(30.0, gt=0, le=600)
+    #: How long (seconds) a job is followed before it is reported `unknown` (it may still be
+    #: billed). The slowest models take well under an hour; two hours leaves room for queues.
+    JOB_TIMEOUT: float = Field(7200.0, ge=60, le=7 * 86400)
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     WEBHOOK_PUBLIC_URL: str | None = None
     #: Where `reelbot run` serves /healthz, /readyz, /metrics and the webhook's /callback.

@@ -170,7 +170,7 @@ class HttpListener:
             await self._runner.cleanup()
             self._runner = None
             raise OSError(
-                exc.errno, f"cannot listen on {self.host}:{self.port} (HTTP_LISTEN): {exc.strerror}"
+                exc.errno, f"cannot listen on {self.host}:{self.port} ({exc.strerror})"
             ) from None
         sockets = self._server.sockets
         if sockets:

@@ -8,7 +8,6 @@ checks the type found here, so no path uploads bytes the API would refuse (or wo
 
 from __future__ import annotations
 
-import os
 import stat
 from pathlib import Path
 
@@ -40,21 +39,31 @@ def read_local_image(path: Path, shown: str, *, limit: int = UPLOAD_MAX_BYTES) -
     the read itself is capped (a file that grows, or a `/proc` file that reports size 0).
     Anything but a regular file (a FIFO would block forever) is refused.
     """
+
+    def refuse(why: str) -> RequestInvalid:
+        return RequestInvalid([Problem("image", f"{shown}: {why}")])
+
+    try:
+        info = path.stat()
+    except OSError:
+        raise refuse("no such file (give a path or an http(s) URL)") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise refuse("not a regular file (a folder, a FIFO or a device); give an image file")
+    if info.st_size > limit:
+        raise refuse(_too_large(info.st_size, limit))
     try:
         with path.open("rb") as handle:
-            info = os.fstat(handle.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise RequestInvalid([Problem("image", f"{shown}: not a regular file")])
-            if info.st_size > limit:
-                raise RequestInvalid([Problem("image", _too_large(shown, info.st_size, limit))])
             data = handle.read(limit + 1)
+    except PermissionError:
+        raise refuse("permission denied (the file cannot be read)") from None
     except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise RequestInvalid([Problem("image", f"{shown}: cannot be read ({reason})")]) from None
+        raise refuse(f"cannot be read ({exc.strerror or type(exc).__name__})") from None
+    if not data:
+        raise refuse("is empty (or not a real file, as under /proc)")
     if len(data) > limit:
-        raise RequestInvalid([Problem("image", _too_large(shown, len(data), limit))])
+        raise refuse(_too_large(len(data), limit))
     return data
 
 
-def _too_large(shown: str, size: int, limit: int) -> str:
-    return f"{shown} is too large ({size / MiB:.1f} MB; the limit is {limit / MiB:.0f} MB)"
+def _too_large(size: int, limit: int) -> str:
+    return f"too large ({size / MiB:.1f} MB; the limit is {limit / MiB:.0f} MB)"

@@ -19,7 +19,7 @@ import aiohttp
 
 from bot.core.apimart import ApimartClient
 from bot.core.clock import Clock, SystemClock
-from bot.core.config import Settings
+from bot.core.config import Settings, SettingsError
 from bot.core.health import Readiness
 from bot.core.http import HttpListener
 from bot.core.identify import IdentifyGate
@@ -27,7 +27,8 @@ from bot.core.jobs import JobService
 from bot.core.metrics import MeteredApimartClient, Metrics, Sampler
 from bot.core.poller import Notifier, Poller, RateLimiter, Schedule
 from bot.core.schedule import AdaptiveSchedule
-from bot.core.store import Store
+from bot.core.scrub import register_secret
+from bot.core.store import Store, open_store
 from bot.core.webhook import WebhookServer
 
 log = logging.getLogger(__name__)
@@ -92,9 +93,10 @@ async def open_runtime(
     """
     clock = clock or SystemClock()
     url = database_url or settings.DATABASE_URL
-    if path := (settings.sqlite_path() if database_url is None else None):
-        path.parent.mkdir(parents=True, exist_ok=True)
     assert settings.APIMART_API_KEY is not None
+    # Every outside text this process stores or shows is scrubbed of the secrets it holds.
+    for secret in (settings.APIMART_API_KEY, settings.DISCORD_TOKEN):
+        register_secret(secret.get_secret_value() if secret is not None else None)
     limiter = RateLimiter(clock, settings.API_REQUESTS_PER_SECOND)
     metrics = Metrics()
 
@@ -103,7 +105,7 @@ async def open_runtime(
         limiter.penalize(retry_after)
 
     async with aiohttp.ClientSession() as session:
-        store = await Store.open(url)
+        store = await open_store(url)
         try:
             api: ApimartClient = MeteredApimartClient(
                 session,
@@ -121,6 +123,7 @@ async def open_runtime(
                 schedule or make_schedule(settings),
                 limiter,
                 concurrency=settings.POLL_CONCURRENCY,
+                max_age=settings.JOB_TIMEOUT,
             )
             webhook = settings.WEBHOOK_PUBLIC_URL  # None, or a checked http(s) URL
             jobs = JobService(
@@ -161,7 +164,11 @@ async def open_runtime(
                     runtime.http = HttpListener(
                         host, port, readiness=readiness, metrics=metrics, webhook=runtime.webhook
                     )
-                    await runtime.http.start()
+                    try:
+                        await runtime.http.start()
+                    except OSError as exc:  # a busy port, an address that is not ours
+                        name = "WEBHOOK_LISTEN" if settings.listen_deprecated else "HTTP_LISTEN"
+                        raise SettingsError([f"{name}: {exc.strerror}"]) from None
                     if settings.listen_deprecated:
                         log.warning("WEBHOOK_LISTEN is deprecated: rename it to HTTP_LISTEN")
                     sampler.start()

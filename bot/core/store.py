@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,13 +22,60 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import StaticPool
 
 from bot.core import migrations
-from bot.core.job import TERMINAL, Job, JobState
+from bot.core.job import TERMINAL, Job, JobState, plausible_money, plausible_time
 from bot.core.request import VideoRequest
 from bot.core.schema import jobs_table, metadata
 
 __all__ = ["UPDATABLE", "Store", "jobs_table", "metadata"]
 
 log = logging.getLogger(__name__)
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be opened; the text names DATABASE_URL but never echoes it."""
+
+
+def _reason(exc: BaseException, url: str) -> str:
+    """Why opening failed, in a few words, with nothing of the URL (it may hold a password)."""
+    orig = getattr(exc, "orig", None) or exc
+    if isinstance(orig, FileExistsError | NotADirectoryError):
+        return "a part of the database file's path is a file, not a folder"
+    if isinstance(orig, OSError) and orig.strerror:
+        text = orig.strerror
+    else:
+        text = str(orig).splitlines()[0] if str(orig) else type(orig).__name__
+    try:
+        parsed = sa.engine.make_url(url)
+        for secret in (parsed.password, url, parsed.render_as_string(hide_password=False)):
+            if secret:
+                text = text.replace(str(secret), "…")
+    except Exception:
+        text = type(orig).__name__
+    return text[:200]
+
+
+async def open_store(url: str) -> Store:
+    """`Store.open`, creating a SQLite file's folder; any failure is one `StoreUnavailable`.
+
+    A read-only file system, a path under a file, a full disk, PostgreSQL unreachable or a
+    wrong password all end here, so every command can say so in one line and exit 2.
+    """
+    try:
+        if url.startswith("sqlite") and (path := _sqlite_path(url)) is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        return await Store.open(url)
+    except migrations.SchemaTooNew:
+        raise  # its own message: a newer reelbot migrated this database
+    except Exception as exc:
+        raise StoreUnavailable(
+            f"reelbot cannot open the database named by DATABASE_URL: {_reason(exc, url)}"
+        ) from None
+
+
+def _sqlite_path(url: str) -> Path | None:
+    _, _, path = url.partition(":///")
+    return Path(path) if path and path != ":memory:" else None
+
 
 #: Fields a caller may change through `Store.update`.
 UPDATABLE = frozenset(
@@ -69,10 +117,11 @@ def _row_to_job(row: sa.Row[Any]) -> Job:
         submitted_at=m["submitted_at"],
         finished_at=m["finished_at"],
         run_seconds=m["run_seconds"],
-        cost=m["cost"],
-        credits_cost=m["credits_cost"],
+        # A broken figure stored by an older release is unknown, never money or a date.
+        cost=plausible_money(m["cost"]),
+        credits_cost=plausible_money(m["credits_cost"]),
         video_urls=list(m["video_urls"] or []),
-        expires_at=m["expires_at"],
+        expires_at=plausible_time(m["expires_at"]),
         error_code=m["error_code"],
         error_message=m["error_message"],
         delivered=bool(m["delivered"]),
@@ -232,6 +281,21 @@ class Store:
                     jobs_table.c.state.not_in(terminal),
                     jobs_table.c.delivered.is_(False),
                 )
+            )
+            .order_by(jobs_table.c.id)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return _rows_to_jobs(rows)
+
+    async def unknown_with_task(self, *, since: float) -> list[Job]:
+        """`unknown` jobs with a task id created after `since`: their end can still be learned."""
+        query = (
+            jobs_table.select()
+            .where(
+                jobs_table.c.state == JobState.UNKNOWN.value,
+                jobs_table.c.task_id.is_not(None),
+                jobs_table.c.created_at >= since,
             )
             .order_by(jobs_table.c.id)
         )

@@ -15,6 +15,7 @@ import signal
 import sys
 from typing import Any
 
+import aiohttp
 import discord
 
 from bot.core.config import Settings, load_settings
@@ -26,6 +27,14 @@ log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
+#: As for the API: the other side could not be reached.
+EXIT_UNREACHABLE = 3
+#: What "Discord could not be reached" looks like from discord.py (DNS, refused, timeout).
+UNREACHABLE = (aiohttp.ClientConnectionError, TimeoutError, discord.GatewayNotFound)
+
+
+def _unreachable(exc: BaseException) -> str:
+    return f"Discord could not be reached ({type(exc).__name__}); check the network and try again"
 
 
 class _NotConnected:
@@ -59,6 +68,9 @@ def run() -> int:
     point_at_configured_discord(settings)
     try:
         return asyncio.run(_run(settings))
+    except UNREACHABLE as exc:
+        print(f"error: {_unreachable(exc)}", file=sys.stderr)
+        return EXIT_UNREACHABLE
     except discord.LoginFailure:
         log.error("Discord refused DISCORD_TOKEN; reset it in the developer portal")
         return EXIT_FAILED
@@ -89,7 +101,7 @@ async def _run(settings: Settings) -> int:
                     expect_ready=("gateway",),
                 )
             )
-        except OSError as exc:  # HTTP_LISTEN's address is taken, the database refuses…
+        except OSError as exc:  # the database refuses, a file system error…
             log.error("cannot start: %s", exc)
             return EXIT_FAILED
         bot = make_bot(runtime, settings)
@@ -107,6 +119,12 @@ async def _run(settings: Settings) -> int:
             # and the result be posted a second time after the restart.
             # Unready at once, so a load balancer stops sending webhooks here while we drain.
             runtime.readiness.add("shutdown", lambda: "stopping", ttl=0.0)
+            # Submits already sent first: one may be billed, and its task id must be recorded
+            # (and followed after the restart). New ones are refused, nothing charged.
+            log.info(
+                "stopping: waiting for submits under way (at most %.0f s)", settings.API_TIMEOUT
+            )
+            await runtime.jobs.drain(settings.API_TIMEOUT)
             log.info("stopping: draining the poller, then closing the Discord connection")
             await runtime.poller.stop()
             with contextlib.suppress(asyncio.CancelledError):
@@ -125,6 +143,9 @@ def sync(guild_id: int | None) -> int:
     point_at_configured_discord(settings)
     try:
         synced = asyncio.run(_sync(settings, guild_id))
+    except UNREACHABLE as exc:
+        print(f"error: {_unreachable(exc)}", file=sys.stderr)
+        return EXIT_UNREACHABLE
     except discord.LoginFailure:
         print("error: Discord refused DISCORD_TOKEN", file=sys.stderr)
         return EXIT_FAILED

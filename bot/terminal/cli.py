@@ -1,7 +1,8 @@
-"""The terminal front end: `reelbot generate`, `models`, `check`, `fake-api`.
+"""The terminal front end: `reelbot generate`, `jobs`, `status`, `models`, `check`, `fake-api`.
 
 Exit codes are part of the interface: 0 completed, 1 the task failed, 2 invalid input or
-settings (nothing was sent), 3 the API refused or could not be reached.
+settings (nothing was sent), 3 the API refused or could not be reached, 4 the task is still
+running (`status`), 130 interrupted (Ctrl-C / SIGTERM; the task id is printed).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from bot.core.request import RequestInvalid, build_request
 from bot.terminal import db
 
 EXIT_OK, EXIT_TASK_FAILED, EXIT_INVALID, EXIT_API = 0, 1, 2, 3
+EXIT_RUNNING, EXIT_INTERRUPTED = 4, 130
 
 log = logging.getLogger("bot")
 
@@ -160,6 +162,26 @@ def add_commands(sub: Any) -> None:
         help="use the built-in stand-in API (no key, no cost, a few seconds)",
     )
     gen.add_argument("--json", action="store_true", help="print one JSON object to stdout")
+    gen.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="stop following the job after this long (default: JOB_TIMEOUT)",
+    )
+
+    jobs = sub.add_parser("jobs", help="recent jobs in the database (any front end)")
+    jobs.add_argument("--limit", "-n", type=int, default=20, help="how many (default 20)")
+    jobs.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    status = sub.add_parser("status", help="look a job up again at APIMart and print it")
+    status.add_argument("job", metavar="JOB_OR_TASK_ID", help="a job number or a task id")
+    status.add_argument("--json", action="store_true", help="print one JSON object to stdout")
+    status.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="follow a running task at most this long (default: one look)",
+    )
 
     sub.add_parser("models", help="what each model accepts")
     sub.add_parser("check", help="validate the settings and ask APIMart for the balance")
@@ -186,6 +208,16 @@ def dispatch(args: argparse.Namespace) -> int | None:
         return _models()
     if args.command == "generate":
         return _generate(args)
+    if args.command in ("jobs", "status"):
+        from bot.terminal import lookup
+
+        settings = load_settings(require=("APIMART_API_KEY",) if args.command == "status" else ())
+        setup_logging("DEBUG" if settings.LOG_LEVEL == "DEBUG" else "WARNING")
+        if args.command == "jobs":
+            return asyncio.run(lookup.list_jobs(settings, limit=args.limit, as_json=args.json))
+        return asyncio.run(
+            lookup.status(settings, args.job, as_json=args.json, timeout=args.timeout)
+        )
     if args.command == "check":
         return _check()
     if args.command == "db":
@@ -193,13 +225,18 @@ def dispatch(args: argparse.Namespace) -> int | None:
     if args.command == "fake-api":
         from bot.testing.fake_apimart import run_fake_api
 
-        run_fake_api(
-            host=args.host,
-            port=args.port,
-            api_key=args.api_key,
-            time_scale=args.time_scale,
-            balance=args.balance,
-        )
+        try:
+            run_fake_api(
+                host=args.host,
+                port=args.port,
+                api_key=args.api_key,
+                time_scale=args.time_scale,
+                balance=args.balance,
+            )
+        except OSError as exc:  # the port is taken (or the host is not this machine's)
+            why = exc.strerror or type(exc).__name__
+            print(f"error: cannot listen on {args.host}:{args.port}: {why}", file=sys.stderr)
+            return EXIT_INVALID
         return EXIT_OK
     return None
 
@@ -247,19 +284,29 @@ def _check() -> int:
     return asyncio.run(ask())
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 7 * 86400:
+        raise argparse.ArgumentTypeError(f"{text!r}: use seconds, more than 0 (at most a week)")
+    return value
+
+
+#: The largest local image any model accepts: a larger file is refused from its size before it
+#: is read, and no read goes further (a file that grows, an endless one like /dev/zero).
+IMAGE_READ_LIMIT = max(spec.image_max_bytes for spec in CATALOG.values())
+
+
 def _read_image(ref: str) -> Any:
     """A URL stays a URL (passed through); a local file becomes an ImageFile to upload."""
     from bot.core.jobs import ImageFile
-    from bot.core.request import Problem
 
     if ref.startswith(("http://", "https://")):
         return ref
     path = Path(ref).expanduser()
-    if not path.is_file():
-        raise RequestInvalid(
-            [Problem("image", f"{ref}: no such file (give a path or an http(s) URL)")]
-        )
-    data = read_local_image(path, ref)
+    data = read_local_image(path, ref, limit=IMAGE_READ_LIMIT)
     # Trust the bytes, not the name: a PDF renamed .png must be refused here, not by the API.
     content_type = sniff_image_type(data) or "application/octet-stream"
     return ImageFile(data=data, filename=path.name, content_type=content_type)
@@ -304,18 +351,35 @@ def _generate(args: argparse.Namespace) -> int:
     for note in request.notes():
         print(f"note: {note}", file=sys.stderr)
 
-    from bot.terminal.generate import run_generate
+    from bot.terminal.generate import (
+        Interruption,
+        format_outcome,
+        interrupted_text,
+        run_generate,
+    )
 
-    job = asyncio.run(run_generate(settings, request, files, fake=args.fake, quiet=args.json))
-    outcome = job.outcome()
+    if args.timeout is not None:
+        settings = settings.model_copy(update={"JOB_TIMEOUT": args.timeout})
+    stop = Interruption()
+    job = asyncio.run(
+        run_generate(settings, request, files, fake=args.fake, quiet=args.json, stop=stop)
+    )
     if args.json:
-        print(json.dumps(outcome, ensure_ascii=False))
+        print(json.dumps(job.outcome(), ensure_ascii=False))
     else:
-        from bot.terminal.generate import format_outcome
-
         print(format_outcome(job))
+    if stop.signal_name and not job.state.terminal:
+        print(interrupted_text(job), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return exit_code(job)
+
+
+def exit_code(job: Any) -> int:
+    """0 a video, 1 the task failed (or ended unknown), 3 nothing reached APIMart, 4 running."""
     if job.state.value == "completed" and job.video_urls:
         return EXIT_OK
+    if not job.state.terminal:
+        return EXIT_RUNNING
     return EXIT_TASK_FAILED if job.task_id else EXIT_API
 
 
