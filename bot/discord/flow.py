@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.core.catalog import DEFAULT_UPLOAD_LIMIT, ImageStyle, ModelSpec
+from bot.core.controls.admission import Refused
 from bot.core.fetch import FetchError, FetchPolicy
 from bot.core.job import Job, JobState
-from bot.core.jobs import ImageFile, Origin, with_pending_uploads
+from bot.core.jobs import INTERRUPTED_MESSAGE, ImageFile, Origin, with_pending_uploads
 from bot.core.request import (
     Problem,
     RequestInvalid,
@@ -27,11 +28,12 @@ from bot.core.request import (
     frame_images,
 )
 from bot.core.reroll import ALREADY_REROLLING, UNKNOWN_JOB, media_time
-from bot.discord import render
+from bot.discord import render, render_admin, views
 from bot.discord.attachments import check_attachment_url
 from bot.discord.replies import mark_public_placeholder
 
 if TYPE_CHECKING:
+    from bot.core.runtime import Runtime
     from bot.discord.bot import ReelBot
 
 log = logging.getLogger(__name__)
@@ -137,32 +139,63 @@ async def start(
         await interaction.response.send_message(cannot_post(missing), ephemeral=True)
         return None
     media_at = runtime.clock.now() if media_at is None else media_at
-    callback = await interaction.response.defer(thinking=True)
-    mark_public_placeholder(interaction)
     member = str(interaction.user.id)
     guild_id = str(interaction.guild_id)
-    # Where the job's messages go is known now: written with the job, so a crash before the
-    # status message is shown still leaves the restart a channel (and the "thinking…"
-    # placeholder's id, editable with the bot token) to tell the requester in.
-    placeholder = getattr(callback, "message_id", None)
+    # Where the job's messages go is written with the job, so a crash before the status
+    # message is shown still leaves the restart a channel to tell the requester in.
     origin = Origin(
         kind="discord",
         channel_id=str(interaction.channel_id),
-        message_id=str(placeholder) if placeholder else None,
         requester_id=member,
         guild_id=guild_id,
         upload_limit=upload_limit(interaction),
         media_at=media_at,
     )
-    job = await runtime.jobs.create(request, origin=origin, requester=member, guild_id=guild_id)
+    # The community controls decide first, so a refusal is private and nothing is shown.
     try:
-        status = await interaction.edit_original_response(
-            **render.status(job, runtime.clock.now()).kwargs()
+        admission = await runtime.jobs.admit(
+            request,
+            origin=origin,
+            requester=member,
+            guild_id=guild_id,
+            role_ids=role_ids(interaction),
         )
-    except discord.HTTPException as exc:
-        # The job goes on: its result is posted in the channel with the bot's token.
-        log.warning("job %s: could not show its status message: %s", job.id, exc)
-    else:
+    except Refused as refusal:
+        await interaction.response.send_message(
+            render_admin.refusal(refusal.message), ephemeral=True
+        )
+        return None
+    job = admission.job
+    try:
+        callback = await interaction.response.defer(thinking=True)
+        mark_public_placeholder(interaction)
+        # The "thinking…" placeholder is the status message to be: its id is recorded at
+        # once, so even a crash before it is edited leaves one message the bot's token can
+        # finish after a restart (instead of "thinking…" forever).
+        placeholder = getattr(callback, "message_id", None)
+        if placeholder:
+            origin = dataclasses.replace(origin, message_id=str(placeholder))
+            job = await runtime.jobs.place(job, origin)
+    except BaseException as exc:
+        # Nothing was shown: free the slot and the reservation, then let the ladder speak.
+        await _withdraw(runtime, job, exc)
+        raise
+    status: discord.InteractionMessage | None = None
+    try:
+        rendered = render.status(job, runtime.clock.now(), position=admission.position)
+        shown: dict[str, Any] = rendered.kwargs()
+        if job.state is JobState.QUEUED:
+            shown["view"] = views.queued_view(job)
+        try:
+            status = await interaction.edit_original_response(**shown)
+        except discord.HTTPException as exc:
+            # @original cannot be edited (the token died, Discord lost it): the job goes on;
+            # its status and result reach the channel with the bot's own token.
+            log.warning("job %s: could not show its status message: %s", job.id, exc)
+    except BaseException as exc:
+        await _withdraw(runtime, job, exc)
+        raise
+    if status is not None:
         mark_public_placeholder(interaction, False)
         if str(status.id) != origin.message_id:
             job = await runtime.jobs.place(
@@ -185,6 +218,20 @@ async def start(
             return await runtime.jobs.end(job, JobState.FAILED, "attachment_unreadable", UNREADABLE)
         files.append(ImageFile(data, attachment.filename, attachment.content_type or ""))
     return await runtime.jobs.launch(job, files)
+
+
+async def _withdraw(runtime: Runtime, job: Job, exc: BaseException) -> None:
+    """End a job whose request failed before its status was shown (nothing was charged).
+
+    An error is told to the member privately by the error ladder, so the job forgets its
+    channel first (no public failure message beside it). A cancellation (the bot stopping)
+    has no ladder: the channel is kept, so the requester is told there.
+    """
+    if isinstance(exc, Exception):
+        job = await runtime.jobs.place(
+            job, Origin(kind="discord", requester_id=job.requester, guild_id=job.guild_id)
+        )
+    await runtime.jobs.end(job, JobState.FAILED, "interrupted", INTERRUPTED_MESSAGE)
 
 
 async def reroll(bot: ReelBot, interaction: discord.Interaction, job_id: int) -> None:
@@ -223,6 +270,39 @@ async def job_list(bot: ReelBot, interaction: discord.Interaction) -> None:
     recent = await runtime.jobs.recent(requester=str(interaction.user.id), limit=10)
     rendered = render.job_list(recent, runtime.clock.now())
     await interaction.response.send_message(**rendered.kwargs(), ephemeral=True)
+
+
+async def usage(bot: ReelBot, interaction: discord.Interaction) -> None:
+    """`/video usage`: the member's spend, allowance and open jobs, privately."""
+    runtime = bot.require_runtime()
+    assert runtime.controls is not None
+    allowance = await runtime.controls.allowance(
+        str(interaction.guild_id), str(interaction.user.id), role_ids(interaction)
+    )
+    rendered = render_admin.allowance(allowance, runtime.clock.now())
+    await interaction.response.send_message(**rendered.kwargs(), ephemeral=True)
+
+
+async def cancel(bot: ReelBot, interaction: discord.Interaction, job_id: int) -> None:
+    """Cancel a queued job (requester or Manage Server); a submitted one cannot be."""
+    runtime = bot.require_runtime()
+    assert runtime.controls is not None
+    manager = bool(getattr(interaction.permissions, "manage_guild", False))
+    done, message = await runtime.controls.cancel(job_id, str(interaction.user.id), manager=manager)
+    job = await runtime.jobs.get(job_id) if done else None
+    if job is None:
+        await interaction.response.send_message(message, ephemeral=True)
+        return
+    await interaction.response.edit_message(
+        **render.status(job, runtime.clock.now()).kwargs(), view=None
+    )
+    await interaction.followup.send(message, ephemeral=True)
+
+
+def role_ids(interaction: discord.Interaction) -> tuple[str, ...]:
+    """The member's roles, for role tiers (none for a user object outside a server)."""
+    roles = getattr(interaction.user, "roles", None) or ()
+    return tuple(str(role.id) for role in roles)
 
 
 def missing_permissions(interaction: discord.Interaction) -> list[str]:
