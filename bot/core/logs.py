@@ -157,7 +157,6 @@ def setup_logging(
         )
         to_file.setFormatter(formatter)
         to_file.setLevel(file_level or level)
-        to_file.addFilter(RepeatFilter())
         handlers.append(to_file)
         root_level = min(root_level, logging.getLevelName(file_level or level))
     logging.basicConfig(level=root_level, handlers=handlers)
