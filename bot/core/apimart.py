@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import errno
 import json
 import logging
 import math
@@ -36,6 +37,7 @@ import aiohttp
 from pydantic import SecretStr
 
 from bot.core.catalog import UPLOAD_LIFETIME_S
+from bot.core.fetch import resource_error
 from bot.core.job import plausible_money, plausible_time
 from bot.core.scrub import register_secret, scrub
 
@@ -712,6 +714,16 @@ class ApimartClient:
                 retry_after = _parse_retry_after(resp.headers.get("Retry-After"))
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             # The TCP connection was never established: the request was not sent.
+            own = resource_error(exc)
+            if own is not None:
+                # EMFILE and friends: this process is out of resources, APIMart is fine.
+                raise ApiUnreachable(
+                    f"reelbot itself ran out of resources before connecting to APIMart "
+                    f"({errno.errorcode.get(own.errno or 0, 'OSError')}: {own.strerror})",
+                    request_sent=False,
+                    method=method,
+                    path=path,
+                ) from exc
             raise ApiUnreachable(
                 f"could not connect to APIMart ({type(exc).__name__})",
                 request_sent=False,

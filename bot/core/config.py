@@ -35,6 +35,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.core.fetch import FetchPolicy, discord_cdn_policy
+
 APP_NAME = "reelbot"
 #: The container's volume (the Dockerfile declares it).
 CONTAINER_DATA_DIR = PurePosixPath("/data")
@@ -152,6 +154,12 @@ class Settings(Secrets):
     #: Used by the end-to-end tests and the offline demo to point discord.py at a local fake.
     DISCORD_API_BASE: str | None = None
     DISCORD_GATEWAY_URL: str | None = None
+    #: Let the bot fetch http:// URLs on loopback addresses (attachments, result videos).
+    #: Only for the tests and the offline demo, whose stand-ins listen on 127.0.0.1.
+    ALLOW_LOCAL_FETCH: bool = False
+    #: Hosts (`host` or `host:port`, comma-separated) besides Discord's CDN that attachments
+    #: may come from: a stand-in Discord's CDN. The host of `DISCORD_API_BASE` is added itself.
+    ATTACHMENT_HOSTS: str = ""
 
     @field_validator("LOG_LEVEL", mode="before")
     @classmethod
@@ -302,6 +310,19 @@ class Settings(Secrets):
             if password:
                 values.append(password)
         return values
+
+    def fetch_policy(self) -> FetchPolicy:
+        """Where result downloads may go: any public https host (or loopback, for tests)."""
+        return FetchPolicy(allow_local=self.ALLOW_LOCAL_FETCH)
+
+    def attachment_policy(self) -> FetchPolicy:
+        """Attachments: Discord's CDN hosts, and the stand-in Discord's when one is configured."""
+        extra = {h.strip().lower() for h in self.ATTACHMENT_HOSTS.split(",") if h.strip()}
+        if self.DISCORD_API_BASE:
+            parts = urlsplit(self.DISCORD_API_BASE)
+            if parts.hostname:
+                extra.add(f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname)
+        return discord_cdn_policy(allow_local=self.ALLOW_LOCAL_FETCH, extra_hosts=frozenset(extra))
 
     def sqlite_path(self) -> Path | None:
         """The database file, so its folder can be created on first run."""

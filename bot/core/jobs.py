@@ -30,10 +30,16 @@ from bot.core.clock import Clock
 from bot.core.controls import queue
 from bot.core.controls.admission import Admission, Requester
 from bot.core.controls.service import Controls
+from bot.core.images import sniff_image_type
 from bot.core.job import Job, JobState
 from bot.core.owner import owned_elsewhere
 from bot.core.poller import Notifier, Poller
-from bot.core.request import PENDING_PREFIX, RequestInvalid, VideoRequest, check_image_file
+from bot.core.request import (
+    PENDING_PREFIX,
+    RequestInvalid,
+    VideoRequest,
+    check_image_file,
+)
 from bot.core.reroll import UNKNOWN_JOB, RerollGuard, refusal
 from bot.core.store import Store
 
@@ -165,14 +171,22 @@ class JobService:
         return True
 
     @staticmethod
-    def check_files(request: VideoRequest, files: Sequence[ImageFile]) -> None:
-        """Refuse files of the wrong type or size before anything is stored or sent."""
+    def check_files(request: VideoRequest, files: Sequence[ImageFile]) -> list[ImageFile]:
+        """Refuse files of the wrong type or size before anything is stored or sent.
+
+        The type checked is the one the bytes show (`sniff_image_type`), never the name's or
+        the sender's claim, on every front end. Returns the files labelled with that type.
+        """
         if len(files) != len(request.pending_uploads):
             raise ValueError("one ImageFile is needed per pending image")
         spec = request.spec
+        checked = []
         for index, file in zip(request.pending_uploads, files, strict=True):
             field = f"image {index + 1} ({file.filename})"
-            check_image_file(spec, file.content_type, len(file.data), field)
+            real = sniff_image_type(file.data)
+            check_image_file(spec, real, len(file.data), field)
+            checked.append(ImageFile(file.data, file.filename, real or file.content_type))
+        return checked
 
     async def admit(
         self,
@@ -238,7 +252,7 @@ class JobService:
     async def launch(self, job: Job, files: Sequence[ImageFile] = ()) -> Job:
         """Upload the job's files, submit it once, and hand it to the poller or the notifier."""
         try:
-            self.check_files(job.request, files)
+            files = self.check_files(job.request, files)
         except RequestInvalid as exc:
             return await self.end(job, JobState.FAILED, "invalid_file", str(exc))
         try:
