@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -275,6 +276,12 @@ def _num(value: Any) -> float | None:
     else:
         return None
     return number if math.isfinite(number) else None
+
+
+#: What a task id may look like ("task_01K…" in the docs). It is echoed into log lines, the
+#: terminal, a URL path and a 128-character column, so control characters, spaces and
+#: kilobytes are refused: such an answer is unreadable, and the submit's outcome unknown.
+TASK_ID_SHAPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}")
 
 
 def _str(value: Any) -> str | None:
@@ -852,5 +859,11 @@ class ApimartClient:
         if not task_id:
             raise ProtocolError(
                 api_message="the submit answer has no task id", method=method, path=path
+            )
+        if not TASK_ID_SHAPE.fullmatch(task_id):
+            raise ProtocolError(
+                api_message=f"the submit answer's task id is unusable ({len(task_id)} characters)",
+                method=method,
+                path=path,
             )
         return task_id
