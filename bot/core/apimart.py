@@ -37,7 +37,7 @@ import aiohttp
 from pydantic import SecretStr
 
 from bot.core.catalog import UPLOAD_LIFETIME_S
-from bot.core.job import plausible_money, plausible_time
+from bot.core.job import plausible_duration, plausible_money, plausible_time
 from bot.core.scrub import register_secret, scrub
 
 __all__ = [
@@ -383,10 +383,10 @@ class TaskInfo:
             task_id=tid,
             status=normalise_status(status_raw),
             progress=progress,
-            estimated_time=_num(data.get("estimated_time")),
-            actual_time=_num(data.get("actual_time")),
-            created=_num(data.get("created")),
-            completed=_num(data.get("completed")),
+            estimated_time=plausible_duration(_num(data.get("estimated_time"))),
+            actual_time=plausible_duration(_num(data.get("actual_time"))),
+            created=plausible_time(_num(data.get("created"))),
+            completed=plausible_time(_num(data.get("completed"))),
             cost=plausible_money(_num(data.get("cost"))),
             credits_cost=plausible_money(_num(data.get("credits_cost"))),
             video_urls=tuple(dict.fromkeys(urls)),

@@ -29,7 +29,7 @@ from bot.core.apimart import (
     TaskNotFound,
 )
 from bot.core.clock import Clock
-from bot.core.job import Job, JobState
+from bot.core.job import Job, JobState, plausible_duration
 from bot.core.progress import duration_text
 from bot.core.ratelimit import MAX_PAUSE as MAX_PAUSE  # re-exported: it is the poller's
 from bot.core.ratelimit import RateLimiter
@@ -162,7 +162,9 @@ def _run_seconds(info: TaskInfo, tracked: Tracked, now: float) -> float:
     if info.actual_time is not None:
         return info.actual_time
     if info.completed is not None and info.created is not None:
-        return max(0.0, info.completed - info.created)
+        ran = plausible_duration(info.completed - info.created)
+        if ran is not None:
+            return ran
     return max(0.0, now - tracked.started)
 
 
