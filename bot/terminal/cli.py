@@ -32,6 +32,7 @@ from bot.core.config import Settings, load_settings
 from bot.core.logs import setup_logging
 from bot.core.request import RequestInvalid, build_request
 from bot.terminal import db
+from bot.terminal.interrupted import report_interrupted_before_start
 
 EXIT_OK, EXIT_TASK_FAILED, EXIT_INVALID, EXIT_API = 0, 1, 2, 3
 EXIT_RUNNING, EXIT_INTERRUPTED = 4, 130
@@ -346,6 +347,24 @@ def _sniff(data: bytes) -> str | None:
 
 
 def _generate(args: argparse.Namespace) -> int:
+    stop: Any = None
+    try:
+        stop = _new_interruption()
+        return _generate_job(args, stop)
+    except KeyboardInterrupt:
+        if stop is not None and stop.signal_name:
+            raise  # a second signal: the user insists; the job may exist, say nothing false
+        report_interrupted_before_start(as_json=args.json)
+        return EXIT_INTERRUPTED
+
+
+def _new_interruption() -> Any:
+    from bot.terminal.generate import Interruption
+
+    return Interruption()
+
+
+def _generate_job(args: argparse.Namespace, stop: Any) -> int:
     from bot.core.jobs import with_pending_uploads
 
     settings = _generate_settings(args)
@@ -384,16 +403,10 @@ def _generate(args: argparse.Namespace) -> int:
     for note in request.notes():
         print(f"note: {note}", file=sys.stderr)
 
-    from bot.terminal.generate import (
-        Interruption,
-        format_outcome,
-        interrupted_text,
-        run_generate,
-    )
+    from bot.terminal.generate import format_outcome, interrupted_text, run_generate
 
     if args.timeout is not None:
         settings = settings.model_copy(update={"JOB_TIMEOUT": args.timeout})
-    stop = Interruption()
     job = asyncio.run(
         run_generate(settings, request, files, fake=args.fake, quiet=args.json, stop=stop)
     )
