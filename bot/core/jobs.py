@@ -27,6 +27,9 @@ from bot.core.apimart import (
     UploadedImage,
 )
 from bot.core.clock import Clock
+from bot.core.controls import queue
+from bot.core.controls.admission import Admission, Requester
+from bot.core.controls.service import Controls
 from bot.core.job import Job, JobState
 from bot.core.owner import owned_elsewhere
 from bot.core.poller import Notifier, Poller
@@ -35,6 +38,9 @@ from bot.core.reroll import UNKNOWN_JOB, RerollGuard, refusal
 from bot.core.store import Store
 
 log = logging.getLogger(__name__)
+
+#: Queued jobs whose status message is updated when their server's queue moves.
+SHOWN_PLACES = 25
 
 UNKNOWN_SUFFIX = (
     " The video may still be made and billed; it was not sent again to avoid a double charge."
@@ -123,7 +129,9 @@ class JobService:
         notifier: Notifier,
         clock: Clock,
         webhook_url: str | None = None,
+        controls: Controls | None = None,
     ) -> None:
+        self.controls = controls
         self.store = store
         self.api = api
         self.poller = poller
@@ -142,7 +150,11 @@ class JobService:
 
         A submit under way may already be billed: stopping before its answer is recorded would
         lose the task id. Returns False when some were still under way at the deadline.
+        The fair queue stops first (its launches under way finish): a queued job stays queued
+        for the next start instead of being refused as interrupted.
         """
+        if self.controls is not None and self.controls.dispatcher is not None:
+            await self.controls.dispatcher.stop()
         self._closing = True
         try:
             async with asyncio.timeout(timeout):
@@ -162,6 +174,33 @@ class JobService:
             field = f"image {index + 1} ({file.filename})"
             check_image_file(spec, file.content_type, len(file.data), field)
 
+    async def admit(
+        self,
+        request: VideoRequest,
+        *,
+        origin: Origin | None = None,
+        requester: str | None = None,
+        guild_id: str | None = None,
+        role_ids: tuple[str, ...] = (),
+    ) -> Admission:
+        """Write the job down — the first thing, before any slow work — once the community
+        controls admit it (raises `Refused`); it is `queued` when only a slot is missing."""
+        if self.controls is None:
+            job = await self.store.create(
+                request,
+                now=self.clock.now(),
+                origin=origin.as_dict() if origin is not None else None,
+                requester=requester,
+                guild_id=guild_id,
+            )
+            admission = Admission(job)
+        else:
+            who = Requester(guild_id, requester, role_ids)
+            stored = origin.as_dict() if origin is not None else None
+            admission = await self.controls.admit(request, who, origin=stored)
+        log.info("job %s: %s (%s)", admission.job.id, admission.job.state.value, request.summary())
+        return admission
+
     async def create(
         self,
         request: VideoRequest,
@@ -170,16 +209,9 @@ class JobService:
         requester: str | None = None,
         guild_id: str | None = None,
     ) -> Job:
-        """Write the job down (state `created`) — the first thing, before any slow work."""
-        job = await self.store.create(
-            request,
-            now=self.clock.now(),
-            origin=origin.as_dict() if origin is not None else None,
-            requester=requester,
-            guild_id=guild_id,
-        )
-        log.info("job %s: created (%s)", job.id, request.summary())
-        return job
+        """`admit` for callers that need only the job."""
+        admission = await self.admit(request, origin=origin, requester=requester, guild_id=guild_id)
+        return admission.job
 
     async def place(self, job: Job, origin: Origin) -> Job:
         """Record where the job's messages go, once the front end has shown its status."""
@@ -214,6 +246,12 @@ class JobService:
         except ApimartError as exc:
             message = f"The image upload failed: {exc}"
             return await self.end(job, JobState.FAILED, "upload_failed", message)
+        if job.state is JobState.QUEUED:
+            # Ready: the fair queue submits it when a slot frees (bot.core.controls.queue).
+            await self.store.update(job, held=False)
+            if self.controls is not None and self.controls.dispatcher is not None:
+                self.controls.dispatcher.wake()
+            return job
         if self._closing:
             return await self.end(job, JobState.FAILED, "interrupted", INTERRUPTED_MESSAGE)
         self._sending += 1
@@ -301,6 +339,7 @@ class JobService:
             "redelivered": 0,
             "owned elsewhere": 0,
             "followed again": 0,
+            "queued": 0,
         }
         now = self.clock.now()
         for job in await self.store.unfinished():
@@ -308,7 +347,13 @@ class JobService:
                 # A terminal is following it right now: not ours to settle or follow.
                 counts["owned elsewhere"] += 1
                 continue
-            if job.state is JobState.RUNNING:
+            if job.state is JobState.QUEUED and not job.held:
+                counts["queued"] += 1  # the queue submits it when its turn comes
+            elif job.state is JobState.QUEUED:
+                # Queued while its front end was still preparing it (uploads, status message).
+                await self.end(job, JobState.FAILED, "interrupted", INTERRUPTED_MESSAGE, later=True)
+                counts["interrupted"] += 1
+            elif job.state is JobState.RUNNING:
                 self.poller.track(job)
                 counts["polling"] += 1
             elif job.state is JobState.CREATED:
@@ -329,7 +374,15 @@ class JobService:
                 counts["followed again"] += 1
         if any(counts.values()):
             log.info("resumed jobs: %s", counts)
+        if self.controls is not None and self.controls.dispatcher is not None:
+            self.controls.dispatcher.open()  # queued jobs may go now
         return counts
+
+    async def show_queue(self, guild_id: str) -> None:
+        """The queue of a server moved: each waiting job's status shows its new place (the
+        notifier throttles; the first `SHOWN_PLACES` are enough to see it move)."""
+        for job in await queue.waiting(self.store, guild_id, SHOWN_PLACES):
+            await self.notifier.job_progress(job)
 
     async def follow_again(self, job: Job, *, track: bool = True) -> Job:
         """Follow an `unknown` job that has a task id again (its end was never learned).

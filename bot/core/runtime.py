@@ -20,6 +20,10 @@ import aiohttp
 from bot.core.apimart import ApimartClient
 from bot.core.clock import Clock, SystemClock
 from bot.core.config import Settings, SettingsError
+from bot.core.controls.prices import read_prices_file
+from bot.core.controls.queue import Dispatcher
+from bot.core.controls.retention import prune_forever
+from bot.core.controls.service import Controls
 from bot.core.health import Readiness
 from bot.core.http import HttpListener
 from bot.core.identify import IdentifyGate
@@ -56,6 +60,8 @@ class Runtime:
     #: The HTTP listener and the metrics sampler (`reelbot run` only).
     http: HttpListener | None = None
     sampler: Sampler | None = None
+    #: Community controls (caps, queue, usage); always on (defaults: 2 per member, 8 per server).
+    controls: Controls | None = None
 
     def set_notifier(self, notifier: Notifier) -> None:
         """Late binding for front ends that exist only after the runtime (the Discord bot)."""
@@ -126,6 +132,14 @@ async def open_runtime(
                 max_age=settings.JOB_TIMEOUT,
             )
             webhook = settings.WEBHOOK_PUBLIC_URL  # None, or a checked http(s) URL
+            controls = Controls(
+                store,
+                clock,
+                operator_daily=settings.operator_cap("OPERATOR_DAILY_SPEND"),
+                operator_monthly=settings.operator_cap("OPERATOR_MONTHLY_SPEND"),
+            )
+            if settings.PRICES_FILE is not None:
+                await controls.seed_prices(read_prices_file(settings.PRICES_FILE))
             jobs = JobService(
                 store=store,
                 api=api,
@@ -133,7 +147,11 @@ async def open_runtime(
                 notifier=notifier,
                 clock=clock,
                 webhook_url=webhook,
+                controls=controls,
             )
+            # The queue opens when `jobs.resume()` has run (here, or in the bot's setup_hook).
+            dispatcher = Dispatcher(store, jobs.launch, on_moved=jobs.show_queue)
+            controls.dispatcher = dispatcher
             metrics.tracked.set_function(lambda: len(poller))
             poller_task = asyncio.create_task(poller.run(), name="reelbot-poller")
             readiness = Readiness()
@@ -151,6 +169,14 @@ async def open_runtime(
                 identify_gate=IdentifyGate(store.engine),
                 webhook=WebhookServer(poller) if webhook else None,
             )
+            runtime.controls = controls
+            background = [
+                asyncio.create_task(dispatcher.run(), name="reelbot-queue"),
+                asyncio.create_task(
+                    prune_forever(store, clock, settings.JOB_RETENTION_DAYS),
+                    name="reelbot-retention",
+                ),
+            ]
             add_core_checks(runtime)
             for name in expect_ready:
                 readiness.expect(name)
@@ -176,6 +202,11 @@ async def open_runtime(
                     await jobs.resume()
                 yield runtime
             finally:
+                await dispatcher.stop()
+                for task in background:
+                    task.cancel()
+                await asyncio.gather(*background, return_exceptions=True)
+                await controls.settle_alerts()
                 await sampler.stop()
                 if runtime.http is not None:
                     await runtime.http.close()
