@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from bot.testing.fake_apimart import FakeApimart, FakeTaskPlan
+from tests.conftest import API_KEY
 from tests.faults.test_06_cli_interrupt_jobs_status import _env
 
 pytestmark = pytest.mark.e2e
@@ -42,7 +43,7 @@ async def test_an_early_interrupt_still_prints_one_object_and_no_traceback(
             "sora-2",
             "--json",
             cwd=cwd,
-            env=_env(api_url, cwd),
+            env={**_env(api_url, cwd), "APIMART_API_KEY": API_KEY},
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
