@@ -12,13 +12,10 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from importlib import metadata
-
-from bot.core.config import SettingsError
-from bot.core.migrations import SchemaTooNew
-from bot.core.store import StoreUnavailable
 
 EXIT_INVALID = 2
 
@@ -98,17 +95,35 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = parse(argv)
+    """Run one command. Ctrl-C at any moment ends it with 130 and no traceback: the heavy
+    imports happen in here (not at module level, where the `reelbot` script imports this),
+    and an interrupt before `generate` got going says that nothing was sent."""
+    # Until a command installs its own handlers (`run`, `generate`), SIGTERM is a Ctrl-C: the
+    # same clean exit 130 and words, not a silent death by signal.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    args: argparse.Namespace | None = None
     try:
-        code = _dispatch(args)
-    except (SettingsError, SchemaTooNew) as exc:
-        print(exc, file=sys.stderr)
-        code = EXIT_INVALID
-    except StoreUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        code = EXIT_INVALID
+        from bot.core.config import SettingsError
+        from bot.core.migrations import SchemaTooNew
+        from bot.core.store import StoreUnavailable
+
+        args = parse(argv)
+        try:
+            code = _dispatch(args)
+        except (SettingsError, SchemaTooNew) as exc:
+            print(exc, file=sys.stderr)
+            code = EXIT_INVALID
+        except StoreUnavailable as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            code = EXIT_INVALID
     except KeyboardInterrupt:
         code = 130
+        if args is None:
+            words = list(sys.argv[1:] if argv is None else argv)
+            if "generate" in words:
+                from bot.terminal.interrupted import report_interrupted_before_start
+
+                report_interrupted_before_start(as_json="--json" in words)
     except BrokenPipeError:
         # `reelbot models | head`: the reader has gone, which is no reason for a traceback.
         # Point stdout at /dev/null so the interpreter's final flush cannot fail again.
