@@ -1,9 +1,8 @@
 """Hostile pass: SIGKILL at each phase of a Discord job, then a restart.
 
 Each ends with what reached the fake Discord and the stand-in APIMart: at most one submit, and
-one message to the requester. The two marked xfail reproduce windows that issue 8 items 7 and 8
-close on branch faults-discord (result nonce + channel history; the job's place stored with the
-job); they stay here as the exact reproductions.
+one message to the requester. The last two reproduce windows that issue 8 items 7 and 8 closed
+(the result nonce + channel history; the job's place stored with the job).
 """
 
 from __future__ import annotations
@@ -116,7 +115,6 @@ async def test_kill_while_result_post_held(world: World) -> None:
     assert len(world.api.submit_attempts) == 1
 
 
-@pytest.mark.xfail(reason="issue 8 item 7, fixed on faults-discord (nonce + history)")
 async def test_kill_between_post_and_delivered(world: World) -> None:
     """The result is posted; the final status edit is held (429), so `delivered` is not yet
     written; SIGKILL; the restart posts the result a second time."""
@@ -140,7 +138,6 @@ async def test_kill_between_post_and_delivered(world: World) -> None:
     assert len(world.results()) == 1, _dump(world)
 
 
-@pytest.mark.xfail(reason="issue 8 item 8, fixed on faults-discord (place stored with the job)")
 async def test_kill_while_status_message_is_made(world: World) -> None:
     """Deferred, then the edit of @original into the status message is held; SIGKILL; the
     restart settles the job `interrupted` but has no channel to say it in: the requester is
