@@ -19,6 +19,7 @@ volume, and a SQLite file anywhere else is refused: it would vanish with the con
 from __future__ import annotations
 
 import contextlib
+import re
 from decimal import Decimal
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -107,6 +108,18 @@ class Secrets(BaseSettings):
 
     DISCORD_TOKEN: SecretStr | None = None
     APIMART_API_KEY: SecretStr | None = None
+
+    @field_validator("DISCORD_TOKEN", "APIMART_API_KEY")
+    @classmethod
+    def _one_word(cls, value: SecretStr | None) -> SecretStr | None:
+        """A token goes into an HTTP header: a `\\r` kept by Docker's `--env-file`, a pasted
+        space or line end would make every request fail (aiohttp refuses such a header)."""
+        if value is not None and re.search(r"[\s\x00-\x1f\x7f]", value.get_secret_value()):
+            raise ValueError(
+                "contains a space or control character (a Windows line end in the .env "
+                "file?); the value is not shown"
+            )
+        return value
 
 
 class Settings(Secrets):
@@ -415,7 +428,7 @@ def load_settings(
         except ValidationError:
             secrets = Secrets.model_construct()
     for name in require:
-        if getattr(secrets, name) is None:
+        if getattr(secrets, name) is None and not any(p.startswith(f"{name}:") for p in problems):
             problems.append(f"{name} is missing: {HOW_TO_FIX.get(name, 'set it')}")
     if problems or settings is None:
         raise SettingsError(problems)

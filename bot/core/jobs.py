@@ -260,6 +260,12 @@ class JobService:
         except ApimartError as exc:
             message = f"The image upload failed: {exc}"
             return await self.end(job, JobState.FAILED, "upload_failed", message)
+        except Exception as exc:
+            # Unclassified (aiohttp refusing a header, a bug): still an end, said once; no
+            # submit was made, so nothing was charged. Never a job left half-way.
+            log.exception("job %s: the image upload failed unexpectedly", job.id)
+            message = f"The image upload failed (reelbot error: {type(exc).__name__})."
+            return await self.end(job, JobState.FAILED, "upload_failed", message)
         if job.state is JobState.QUEUED:
             # Ready: the fair queue submits it when a slot frees (bot.core.controls.queue).
             await self.store.update(job, held=False)
@@ -292,6 +298,12 @@ class JobService:
             if isinstance(exc, PaymentRequired | AuthenticationFailed):
                 log.error("job %s: operator action needed: %s", job.id, exc)
             return await self.end(job, JobState.FAILED, _error_code(exc), refusal_message(exc))
+        except Exception as exc:
+            # Unclassified: it may have left the process, so it is never resent, and the job
+            # ends `unknown` (it used to stay `submitting`, and `generate` waited forever).
+            log.exception("job %s: submit failed unexpectedly", job.id)
+            why = f"reelbot met an unexpected error ({type(exc).__name__}) while sending this job."
+            return await self.end(job, JobState.UNKNOWN, "submit_unknown", why + UNKNOWN_SUFFIX)
         # Billed from here on: the id goes to the log at once, whatever the store does next.
         log.info("job %s: APIMart accepted it as task %s", job.id, task_id)
         if not await self._record_submitted(job, task_id):

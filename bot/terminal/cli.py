@@ -36,6 +36,7 @@ from bot.core.images import read_local_image, sniff_image_type
 from bot.core.logs import setup_logging_from
 from bot.core.request import RequestInvalid, build_request
 from bot.terminal import db
+from bot.terminal.interrupted import report_interrupted_before_start
 
 EXIT_OK, EXIT_TASK_FAILED, EXIT_INVALID, EXIT_API = 0, 1, 2, 3
 EXIT_RUNNING, EXIT_INTERRUPTED = 4, 130
@@ -462,6 +463,24 @@ def resolve_model(name: str) -> str:
 
 
 def _generate(args: argparse.Namespace) -> int:
+    stop: Any = None
+    try:
+        stop = _new_interruption()
+        return _generate_job(args, stop)
+    except KeyboardInterrupt:
+        if stop is not None and stop.signal_name:
+            raise  # a second signal: the user insists; the job may exist, say nothing false
+        report_interrupted_before_start(as_json=args.json)
+        return EXIT_INTERRUPTED
+
+
+def _new_interruption() -> Any:
+    from bot.terminal.generate import Interruption
+
+    return Interruption()
+
+
+def _generate_job(args: argparse.Namespace, stop: Any) -> int:
     from bot.core.jobs import with_pending_uploads
 
     # The input first: a wrong model or duration is said before any setting is looked at.
@@ -502,7 +521,6 @@ def _generate(args: argparse.Namespace) -> int:
     )
 
     from bot.terminal.generate import (
-        Interruption,
         format_outcome,
         interrupted_text,
         outcome_json,
@@ -511,7 +529,6 @@ def _generate(args: argparse.Namespace) -> int:
 
     if args.timeout is not None:
         settings = settings.model_copy(update={"JOB_TIMEOUT": args.timeout})
-    stop = Interruption()
     from bot.core.controls.admission import Refused
 
     started = time.monotonic()
