@@ -56,8 +56,13 @@ def reel_settings(api_url: str, tmp_path: Path, **overrides: Any) -> Settings:
 
 @pytest.fixture(name="notifier_options")
 def notifier_options_fixture() -> dict[str, Any]:
-    """Tests see every progress edit; the throttle has its own tests."""
-    return {"edit_interval": 0.0, "channel_edit_interval": 0.0, "edits_per_second": 10_000.0}
+    """Tests see every progress edit; the throttle and the channel budget have their own tests."""
+    return {
+        "edit_interval": 0.0,
+        "channel_edit_interval": 0.0,
+        "edits_per_second": 10_000.0,
+        "channel_limit": 10_000,
+    }
 
 
 @pytest.fixture(name="runtime")

@@ -88,8 +88,9 @@ def test_sparse_early_dense_near_the_estimated_end() -> None:
     schedule = AdaptiveSchedule(min_interval=5.0, max_interval=60.0)
     t = tracked()
     # Nothing learned yet; estimated_time 600 s is a loose upper bound (a 240 s job shows 600).
-    early = poll(schedule, t, 5, info(progress=0))
-    assert early == 60.0
+    # An early failure check (15 s after submit), then sparse.
+    assert poll(schedule, t, 5, info(progress=0)) == 10.0
+    assert poll(schedule, t, 15, info(progress=0)) == 60.0
     late = poll(schedule, t, 170, info(progress=0))
     assert late == 5.0
 
@@ -125,8 +126,8 @@ def test_learning_moves_the_expected_end() -> None:
     learn(slow, 400.0)
     assert fast.expected_total(tracked()) == pytest.approx(90.0)
     assert slow.expected_total(tracked()) == pytest.approx(400.0)
-    # A job 80 s in without progress: due for dense polls if such jobs take 90 s ...
-    assert poll(fast, tracked(), 80, info(progress=0)) == 5.0
+    # A job 80 s in without progress: next poll lands on the end if such jobs take 90 s ...
+    assert poll(fast, tracked(), 80, info(progress=0)) == 10.0
     # ... still far off if they take 400 s.
     assert poll(slow, tracked(), 80, info(progress=0)) == 60.0
     # other keys fall back to what was learned across all keys, then to the cold guess

@@ -137,8 +137,8 @@ class Settings(Secrets):
     POLL_INITIAL_DELAY: float = Field(5.0, gt=0, le=600)
     POLL_INTERVAL: float = Field(4.5, gt=0, le=600)
     POLL_MAX_INTERVAL: float = Field(60.0, gt=0, le=3600)
-    POLL_CONCURRENCY: int = Field(16, ge=1, le=512)
-    API_REQUESTS_PER_SECOND: float = Field(20.0, gt=0, le=10_000)
+    POLL_CONCURRENCY: int = Field(64, ge=1, le=512)
+    API_REQUESTS_PER_SECOND: float = Field(150.0, gt=0, le=10_000)
     API_TIMEOUT: float = Field(30.0, gt=0, le=600)
     #: How long (seconds) a job is followed before it is reported `unknown` (it may still be
     #: billed). The slowest models take well under an hour; two hours leaves room for queues.

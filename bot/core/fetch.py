@@ -29,6 +29,7 @@ import asyncio
 import errno
 import ipaddress
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
 
@@ -114,11 +115,19 @@ def discord_cdn_policy(
     return FetchPolicy(hosts=DISCORD_CDN_HOSTS, allow_local=allow_local, extra_hosts=extra_hosts)
 
 
+#: Bytes kept from the start of a streamed body, for sniffing its type.
+HEAD_BYTES = 64
+
+
 @dataclass(frozen=True, slots=True)
 class Fetched:
+    #: The body (empty when it was streamed `into` a sink instead).
     data: bytes
     content_type: str
     url: str
+    #: The body's first `HEAD_BYTES` (also when streamed), and its size.
+    head: bytes = b""
+    size: int = 0
 
 
 def _address_refusal(address: str, *, allow_local: bool) -> str | None:
@@ -179,10 +188,13 @@ async def fetch(
     timeout: float,
     policy: FetchPolicy,
     what: str,
+    into: Callable[[bytes], Awaitable[None]] | None = None,
 ) -> Fetched:
     """GET `url` into memory: at most `limit` bytes within `timeout` seconds, every hop checked.
 
-    `what` names the thing for the messages ("the attachment", "the video").
+    `what` names the thing for the messages ("the attachment", "the video"). With `into`,
+    the body is handed over chunk by chunk instead (a video to a file: memory does not grow
+    with its size) and `Fetched.data` stays empty.
     """
     client_timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT)
     try:
@@ -204,11 +216,19 @@ async def fetch(
                     if declared is not None and declared > limit:
                         raise FetchTooLarge(_too_large(what, limit))
                     buffer = bytearray()
+                    head = b""
+                    size = 0
                     async for chunk in response.content.iter_chunked(CHUNK):
-                        buffer += chunk
-                        if len(buffer) > limit:
+                        size += len(chunk)
+                        if size > limit:
                             raise FetchTooLarge(_too_large(what, limit))
-                    return Fetched(bytes(buffer), response.content_type, url)
+                        if len(head) < HEAD_BYTES:
+                            head += chunk[: HEAD_BYTES - len(head)]
+                        if into is None:
+                            buffer += chunk
+                        else:
+                            await into(chunk)
+                    return Fetched(bytes(buffer), response.content_type, url, head, size)
             raise FetchRefused(f"{what}: more than {MAX_REDIRECTS} redirects")
     except TimeoutError:
         raise FetchTimedOut(f"timed out reading {what} (after {timeout:g} s)") from None

@@ -102,6 +102,17 @@ class Metrics:
             "Connections to the HTTP listener closed at once because it was full.",
             registry=r,
         )
+        self.webhook_callbacks = Gauge(
+            "reelbot_webhook_callbacks_arriving",
+            "1 while APIMart's callbacks announce finished jobs; 0 once polls keep finding them "
+            "first (check WEBHOOK_PUBLIC_URL; polling runs at the normal pace meanwhile).",
+            registry=r,
+        )
+        self.webhook_missed = Gauge(
+            "reelbot_webhook_missed_callbacks",
+            "Finished jobs found by polling that no callback had announced (since start).",
+            registry=r,
+        )
         self.sample_failures = Counter(
             "reelbot_metrics_sample_failures",
             "Samples of the database-wide gauges that failed or timed out.",

@@ -33,6 +33,7 @@ from bot.core.job import Job, JobState, plausible_duration
 from bot.core.progress import duration_text
 from bot.core.ratelimit import MAX_PAUSE as MAX_PAUSE  # re-exported: it is the poller's
 from bot.core.ratelimit import RateLimiter
+from bot.core.selection import ReadyQueue, priority_of
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,9 @@ RUNNING_STATUSES = frozenset({"submitted", "pending", "queued", "processing", "r
 EARLY_HINT_TTL = 120.0
 #: Webhook hints poll one task at most this often (seconds), however many arrive.
 POKE_MIN_GAP = 1.0
+#: Results downloaded and posted at once: each holds a video (on disk, streamed) and an
+#: upload; 200 finished jobs after a restart must not all download together.
+DELIVERY_CONCURRENCY = 4
 #: The loop wakes at least this often (seconds), so `heartbeat` proves it is alive (/readyz).
 HEARTBEAT_EVERY = 5.0
 
@@ -206,6 +210,12 @@ class Poller:
         self._stopping = False
         self.requests = 0
         self.errors = 0
+        #: Due polls waiting for a request token, best first (`bot.core.selection`).
+        self._ready = ReadyQueue()
+        self._token_wait = 0.0
+        self._deliveries = asyncio.Semaphore(DELIVERY_CONCURRENCY)
+        #: Told of every finished job (`bot.core.webhook_health.WebhookHealth.observe`).
+        self.on_finished: list[Any] = []
         #: When the loop last went round (clock time); stale means the loop is stuck or gone.
         self.heartbeat = clock.now()
 
@@ -260,13 +270,30 @@ class Poller:
             self._remember_hint(task_id)
             return False
         tracked = self._tracked[job_id]
+        tracked.extra["hinted"] = True
         if tracked.due == float("inf"):  # a poll is in flight
             tracked.poked = True
             return True
+        tracked.extra["urgent"] = True
         due = max(self.clock.now(), tracked.last_poll_at + POKE_MIN_GAP)
         if tracked.due > due:
             self._push(tracked, due)
+        elif tracked.due <= self.clock.now() and tracked.extra.get("moved_up") != tracked.due:
+            # Already waiting for a token: move it up, once per due time however many come.
+            tracked.extra["moved_up"] = tracked.due
+            self._ready.add(job_id, tracked.due, *priority_of(self.schedule, tracked, tracked.due))
+            self._wake.set()
         return True
+
+    def replan(self) -> None:
+        """The schedule changed its mind (the webhook went quiet): plan every waiting poll
+        again, keeping whichever time is sooner."""
+        now = self.clock.now()
+        for tracked in self._tracked.values():
+            if tracked.due != float("inf"):
+                due = max(now, self.schedule.first_due(tracked, now))
+                if due < tracked.due:
+                    self._push(tracked, due)
 
     def tracked(self, job_id: int) -> Tracked | None:
         return self._tracked.get(job_id)
@@ -303,13 +330,25 @@ class Poller:
             self._wake.set()
 
     def _start_due(self, now: float) -> None:
-        while self._heap and self._heap[0][0] <= now and len(self._inflight) < self.concurrency:
+        """Move due jobs into the ready line; spend each token there is on the best of it."""
+        while self._heap and self._heap[0][0] <= now:
             due, _, job_id = heapq.heappop(self._heap)
             tracked = self._tracked.get(job_id)
             if tracked is None or tracked.due != due:
                 continue  # stale entry: finished, or rescheduled by poke()
+            self._ready.add(job_id, due, *priority_of(self.schedule, tracked, due))
+        self._ready.promote(now, self._tracked.get)
+        self._token_wait = 0.0
+        while len(self._inflight) < self.concurrency and self._ready.has_valid(self._tracked.get):
+            wait = self.limiter.reserve()
+            if wait > 0:
+                self._token_wait = wait
+                break
+            chosen = self._ready.pop(self._tracked.get)
+            assert chosen is not None
+            tracked = self._tracked[chosen]
             tracked.due = float("inf")
-            task = asyncio.create_task(self._poll(tracked))
+            task = asyncio.create_task(self._poll(tracked, paid=True))
             self._inflight.add(task)
             task.add_done_callback(self._poll_done)
 
@@ -319,7 +358,7 @@ class Poller:
             log.error("poll crashed", exc_info=task.exception())
         # Wake the loop if something is due, or if it went to sleep because every slot was
         # taken (its timeout then ignored the heap: without this it would sleep for an hour).
-        if self._saturated or (self._heap and self._heap[0][0] <= self.clock.now()):
+        if self._saturated or self._ready or (self._heap and self._heap[0][0] <= self.clock.now()):
             self._saturated = False
             self._wake.set()
 
@@ -329,6 +368,8 @@ class Poller:
             timeout = 3600.0
         else:
             timeout = max(0.0, self._heap[0][0] - now)
+        if not self._saturated and self._ready:  # waiting for the next request token
+            timeout = min(timeout, self._token_wait)
         if self._dirty:
             timeout = min(timeout, max(0.0, self._last_flush + PROGRESS_FLUSH_EVERY - now))
         return min(timeout, HEARTBEAT_EVERY)
@@ -360,10 +401,10 @@ class Poller:
         if self._dirty:
             await self._flush_progress()
 
-    async def _poll(self, tracked: Tracked) -> None:
+    async def _poll(self, tracked: Tracked, *, paid: bool = False) -> None:
         """One poll; whatever goes wrong counts toward the job's bounds (never endless)."""
         try:
-            await self._poll_once(tracked)
+            await self._poll_once(tracked, paid=paid)
         except Exception as exc:
             # A database error, a bug, an answer that broke our parsing: look again later, but
             # every such error counts, and the job's age limit holds as for any other error.
@@ -430,11 +471,12 @@ class Poller:
         self._untrack(tracked)
         self._spawn(self.deliver(job))
 
-    async def _poll_once(self, tracked: Tracked) -> None:
+    async def _poll_once(self, tracked: Tracked, *, paid: bool = False) -> None:
         job = tracked.job
         assert job.task_id is not None
         try:
-            await self.limiter.acquire()
+            if not paid:  # `_start_due` took the token when it chose this poll
+                await self.limiter.acquire()
             self.requests += 1
             tracked.polls += 1
             tracked.last_poll_at = self.clock.now()
@@ -584,6 +626,8 @@ class Poller:
         }
         await self._record_end(tracked, fields)
         self.schedule.finished(tracked, info, now)
+        for observe in self.on_finished:
+            observe(tracked, info, now)
         log.info(
             "job %s: %s (task %s, cost %s, credits %s)",
             job.id,
@@ -627,7 +671,8 @@ class Poller:
     async def deliver(self, job: Job, attempt: int = 0) -> None:
         """Hand a finished job to the notifier once; retried with back-off until it lands."""
         try:
-            await self.notifier.job_finished(job)
+            async with self._deliveries:  # bounded: each one holds a video and an upload
+                await self.notifier.job_finished(job)
         except Exception:
             delay = min(300.0, 5.0 * 2**attempt)
             log.exception("job %s: delivering the result failed; retrying in %.0fs", job.id, delay)

@@ -98,6 +98,23 @@ class RateLimiter:
                     return
                 await self.clock.sleep(self.bucket.wait())
 
+    def reserve(self) -> float:
+        """Take a token now if one is there (0.0), else the seconds to wait for one.
+
+        The non-blocking form of `acquire` for a caller that picks *what* to spend the token
+        on only once it has it (the poller's value-ordered selection).
+        """
+        now = self.clock.now()
+        if now < self._paused_until:
+            return self._paused_until - now
+        if self._lock.locked():  # someone is waiting in `acquire`: let them go first
+            return max(1e-3, self.bucket.wait())
+        self._refill(now)
+        if self.bucket.tokens >= 1.0:
+            self.bucket.tokens -= 1.0
+            return 0.0
+        return max(1e-3, self.bucket.wait())
+
     def penalize(self, retry_after: float | None = None) -> None:
         """Called on every 429, from the poller or straight from the API client."""
         now = self.clock.now()

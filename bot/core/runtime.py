@@ -34,6 +34,7 @@ from bot.core.schedule import AdaptiveSchedule
 from bot.core.scrub import register_secret
 from bot.core.store import Store, open_store
 from bot.core.webhook import WebhookServer
+from bot.core.webhook_health import WebhookHealth
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ async def open_runtime(
     for secret in (settings.APIMART_API_KEY, settings.DISCORD_TOKEN):
         register_secret(secret.get_secret_value() if secret is not None else None)
     limiter = RateLimiter(clock, settings.API_REQUESTS_PER_SECOND)
+    schedule = schedule or make_schedule(settings)
     metrics = Metrics()
 
     def rate_limited(retry_after: float | None) -> None:
@@ -126,7 +128,7 @@ async def open_runtime(
                 store,
                 notifier,
                 clock,
-                schedule or make_schedule(settings),
+                schedule,
                 limiter,
                 concurrency=settings.POLL_CONCURRENCY,
                 max_age=settings.JOB_TIMEOUT,
@@ -178,6 +180,8 @@ async def open_runtime(
                 ),
             ]
             add_core_checks(runtime)
+            if runtime.webhook is not None:
+                watch_webhook(runtime, schedule)
             for name in expect_ready:
                 readiness.expect(name)
             sampler = runtime.sampler = Sampler(metrics, store, now=clock.now)
@@ -217,6 +221,18 @@ async def open_runtime(
                     await poller_task
         finally:
             await store.close()
+
+
+def watch_webhook(runtime: Runtime, schedule: Schedule) -> None:
+    """Notice callbacks that never come (a wrong WEBHOOK_PUBLIC_URL): warn once, export it,
+    and poll at the normal pace until they do (`bot.core.webhook_health`)."""
+    assert runtime.webhook is not None
+    poller = runtime.poller
+    health = WebhookHealth(schedule, on_change=lambda _: poller.replan())
+    poller.on_finished.append(health.observe)
+    runtime.webhook.health = health
+    runtime.metrics.webhook_callbacks.set_function(lambda: 1.0 if health.healthy else 0.0)
+    runtime.metrics.webhook_missed.set_function(lambda: float(health.misses))
 
 
 def add_core_checks(runtime: Runtime) -> None:

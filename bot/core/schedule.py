@@ -23,10 +23,20 @@ slowly again. Failures cannot be predicted: they are found at the current pace.
 With a webhook (`webhook=True`) the callback is what finds the end; polls are only a safety
 net: none before the job is probably over (a high duration quantile, or `estimated_time`),
 then one every `max_interval`.
+
+Under a binding request budget the *due time* says when a poll would help, and the
+*priority* (`priority`) says how much: the poller spends each token on the due poll with the
+lowest priority key (see `bot.core.selection`). A new job's first poll (which also finds
+most early failures) and webhook hints come first; polls near a job's end and the early
+failure checks are keyed by their due time; a sparse poll far from the end is keyed by its latest acceptable time
+(`max_interval` after the last one), so it is stretched when tokens are short and never
+starves. A job picked up again after a restart (or from another worker) is first polled at
+its earliest plausible end, not all at once.
 """
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left, insort
 from collections import deque
 from dataclasses import dataclass, field
@@ -49,7 +59,7 @@ WINDOW = 400
 #: The tail probability of each lower bound ("earliest plausible" = this quantile).
 TAIL = 0.01
 #: Far from the earliest end, the next poll comes after this share of the time to it.
-SPARSE_FRACTION = 0.5
+SPARSE_FRACTION = 0.6
 #: Observations kept per job for learning (elapsed, progress).
 MAX_OBSERVATIONS = 32
 #: The progress rate is measured over at least this many seconds.
@@ -58,6 +68,19 @@ MIN_RATE_SPAN = 8.0
 WEBHOOK_SAFETY_QUANTILE = 0.95
 #: ... plus this grace (the webhook's first delivery plus its first retry, ~10 s).
 WEBHOOK_GRACE = 15.0
+#: Between the `TAIL` bound and this one an end is possible but rare: polls there are
+#: `RELAXED_FACTOR` times `min_interval` apart (worst case ~9 s for ~4 % of jobs).
+RELAXED_TAIL = 0.05
+RELAXED_FACTOR = 2.0
+#: Early failure checks after the first poll (seconds after submit): moderation refuses in
+#: the first seconds, and a member should not wait a sparse minute to learn that.
+EARLY_CHECKS = (15.0,)
+#: A job first tracked longer than this after its submit is being picked up again (a
+#: restart, another worker's lease): its first poll is spread, not a new job's first look.
+RESUMED_AFTER = 15.0
+#: Priority keys (seconds): lower is served first when tokens are short. A new job's first
+#: poll and a webhook hint go ahead of everything else by this much.
+FIRST_POLL_LEAD = 1e6
 
 
 class Window:
@@ -124,26 +147,28 @@ class AdaptiveSchedule:
         estimate = tracked.info.estimated_time if tracked.info is not None else None
         return min(DEFAULT_EXPECTED, estimate) if estimate else DEFAULT_EXPECTED
 
-    def _prior_low(self, tracked: Tracked, estimate: float | None, progress: int) -> float:
+    def _prior_low(
+        self, tracked: Tracked, estimate: float | None, progress: int, tail: float
+    ) -> float:
         window = self._duration_window(tracked.key)
         if window is not None:
-            return window.quantile(self.tail)
+            return window.quantile(tail)
         if progress > 0:
             return 0.0  # a cold guess never outweighs what progress shows
         return COLD_LOW_SHARE_OF_ESTIMATE * estimate if estimate else COLD_LOW
 
-    def _fraction_high(self, model: str, progress: int) -> float:
+    def _fraction_high(self, model: str, progress: int, tail: float) -> float:
         bucket = _bucket(progress)
         for k in ((model, bucket), (None, bucket)):
             window = self._fractions.get(k)
             if window is not None and len(window) >= MIN_SAMPLES:
-                return window.quantile(1.0 - self.tail)
+                return window.quantile(1.0 - tail)
         return min(1.0, 0.15 + progress / 100)  # cold: progress may lag time a lot
 
-    def _ratio_low(self, progress: int) -> float:
+    def _ratio_low(self, progress: int, tail: float) -> float:
         window = self._ratios.get(_rate_bucket(progress))
         if window is not None and len(window) >= MIN_SAMPLES:
-            return window.quantile(self.tail)
+            return window.quantile(tail)
         return 0.3  # cold: the pace may triple
 
     @staticmethod
@@ -159,18 +184,21 @@ class AdaptiveSchedule:
                 return (100 - progress) / rate
         return None
 
-    def earliest_end(self, tracked: Tracked, elapsed: float, progress: int) -> float:
-        """The earliest plausible end, in seconds after submit."""
+    def earliest_end(
+        self, tracked: Tracked, elapsed: float, progress: int, tail: float | None = None
+    ) -> float:
+        """The earliest plausible end, in seconds after submit (`tail`: how plausible)."""
+        tail = self.tail if tail is None else tail
         info = tracked.info
         estimate = info.estimated_time if info is not None else None
-        low = self._prior_low(tracked, estimate, progress)
+        low = self._prior_low(tracked, estimate, progress, tail)
         if progress > 0:
-            low = max(low, elapsed / self._fraction_high(tracked.key[0], progress))
+            low = max(low, elapsed / self._fraction_high(tracked.key[0], progress, tail))
             obs = tracked.extra.get("obs")
             if obs:
                 remaining = self._pace_remaining(obs, len(obs) - 1)
                 if remaining is not None:
-                    low = max(low, elapsed + remaining * self._ratio_low(progress))
+                    low = max(low, elapsed + remaining * self._ratio_low(progress, tail))
         return low
 
     def _overdue_after(self, tracked: Tracked) -> float:
@@ -184,7 +212,29 @@ class AdaptiveSchedule:
     def first_due(self, tracked: Tracked, now: float) -> float:
         if self.webhook:
             return max(now, tracked.started + self._safety_start(tracked))
-        return max(now, tracked.started + self.initial_delay)
+        elapsed = now - tracked.started
+        if elapsed <= RESUMED_AFTER:
+            return max(now, tracked.started + self.initial_delay)
+        # Picked up again: spread by the expected end rather than all due at once (a herd of
+        # 10,000 would take minutes of budget). Within `max_interval` either way.
+        tracked.extra["resumed"] = True
+        to_low = self.earliest_end(tracked, elapsed, tracked.last_progress) - elapsed
+        return now + min(self.max_interval, max(0.0, to_low))
+
+    def latest(self, tracked: Tracked, due: float) -> float:
+        """The latest acceptable time of a due poll: `max_interval` after the last one."""
+        return (tracked.last_poll_at if tracked.polls else due) + self.max_interval
+
+    def priority(self, tracked: Tracked, due: float) -> float:
+        """The poll's place in line when the budget is short (lower first); see the module."""
+        if tracked.extra.pop("urgent", False):  # a webhook hint: the job is probably over
+            return due - FIRST_POLL_LEAD
+        if tracked.polls == 0 and not tracked.extra.get("resumed"):
+            return due - FIRST_POLL_LEAD  # a new job's first look (and first failure check)
+        if tracked.extra.get("sparse"):
+            last = tracked.last_poll_at or tracked.started
+            return max(due, last + self.max_interval)
+        return due
 
     def next_due(self, tracked: Tracked, info: TaskInfo, now: float) -> float:
         elapsed = now - tracked.started
@@ -193,7 +243,10 @@ class AdaptiveSchedule:
         obs.append((elapsed, progress))
         if len(obs) > MAX_OBSERVATIONS:
             del obs[1]  # keep the first reading and the most recent ones
+        tracked.extra["early"] = False
+        tracked.extra["sparse"] = False
         if self.webhook:
+            tracked.extra["sparse"] = True
             start = tracked.started + self._safety_start(tracked)
             return max(now + self.min_interval, start, now + self.max_interval)
         overdue = self._overdue_after(tracked)
@@ -206,6 +259,19 @@ class AdaptiveSchedule:
             interval = self.sparse_fraction * to_low
             if to_low - interval < self.min_interval:
                 interval = to_low
+                # Past the 1 % bound but short of the 5 % one, an end is still unlikely:
+                # polls twice as far apart there, densest only where ends are common.
+                likely = self.earliest_end(tracked, elapsed, progress, RELAXED_TAIL) - elapsed
+                if likely > self.min_interval:
+                    interval = min(RELAXED_FACTOR * self.min_interval, likely)
+            else:
+                tracked.extra["sparse"] = interval > self.min_interval
+        early = next((at for at in EARLY_CHECKS if at > elapsed), None)
+        if early is not None and not tracked.extra.get("resumed"):
+            if tracked.started + early < now + interval:
+                tracked.extra["early"] = True
+                tracked.extra["sparse"] = False
+                interval = max(self.min_interval, tracked.started + early - now)
         return now + min(self.max_interval, max(self.min_interval, interval))
 
     def retry_due(self, tracked: Tracked, now: float) -> float:
@@ -215,8 +281,10 @@ class AdaptiveSchedule:
         window = self._duration_window(tracked.key)
         if window is not None:
             return window.quantile(WEBHOOK_SAFETY_QUANTILE) + WEBHOOK_GRACE
+        # Cold: never wait longer than twice the docs' typical job for the first safety
+        # poll, so a webhook that never calls back is noticed within two job lifetimes.
         estimate = tracked.info.estimated_time if tracked.info is not None else None
-        return (estimate or 2 * DEFAULT_EXPECTED) + WEBHOOK_GRACE
+        return min(estimate or math.inf, 2 * DEFAULT_EXPECTED) + WEBHOOK_GRACE
 
     # -- learning ------------------------------------------------------------------------------
 

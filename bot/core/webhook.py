@@ -60,6 +60,8 @@ class WebhookServer:
         self.poked = 0
         self.unknown = 0
         self.rejected = 0
+        #: Whether callbacks reach us (`bot.core.webhook_health`), set by the runtime.
+        self.health: Any = None
         self.app = self.make_app()
 
     def add_routes(self, app: web.Application) -> None:
@@ -102,3 +104,8 @@ class WebhookServer:
             self.unknown += 1
             log.debug("webhook: task %s is not followed (finished, forged or foreign)", task_id)
         return web.json_response({"ok": True})
+
+    @property
+    def callbacks_arriving(self) -> bool:
+        """False once finished jobs are being found by polling instead of by callbacks."""
+        return self.health is None or bool(self.health.healthy)

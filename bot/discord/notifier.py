@@ -11,6 +11,12 @@ Why it looks the way it does:
   background tasks: `job_progress` returns at once, so a rate-limited edit never holds one
   of the poller's slots. At most one edit per job is in flight; a progress event meanwhile
   is skipped, not queued: the next one, or the final edit, shows the latest state.
+* Every request to a channel (progress edits, the final status edit, the result, a
+  follow-up) takes a slot of that channel's budget (`ChannelBudget`: Discord's 5 per 5 s):
+  results first, progress edits dropped first.
+* Results are streamed to a temporary file, never held in memory: hundreds of videos to
+  deliver after a restart must not need their total size in RAM (and the poller runs only a
+  few deliveries at once).
 * The final status edit is best-effort: once the result message is in the channel the job
   counts as delivered, whatever happens to that edit (shutdown, a closed session, 5xx).
 * Delivery errors are sorted: the channel is gone → logged and considered delivered; no
@@ -33,11 +39,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-import io
 import logging
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import aiohttp
 import discord
@@ -48,6 +54,7 @@ from bot.core.fetch import RESULT_DOWNLOAD_TIMEOUT, FetchError, FetchPolicy, fet
 from bot.core.job import Job, JobState
 from bot.core.ratelimit import TokenBucket
 from bot.discord import render
+from bot.discord.channel_budget import CHANNEL_LIMIT, ChannelBudget, Priority
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +68,11 @@ HISTORY_LOOKBACK = 50
 NONCE_LENGTH = 25
 
 ViewFactory = Callable[[Job], discord.ui.View | None]
+#: A result download is written to disk in pieces of this size, each in a worker thread.
+WRITE_BYTES = 1 << 20
+#: A downloaded result: a named temporary file (deleted when closed); discord.py opens it by
+#: name for each upload attempt and streams it from disk.
+Video = IO[bytes]
 
 
 def result_nonce(job_id: int) -> str:
@@ -160,10 +172,13 @@ class DiscordNotifier:
         edits_per_second: float = 4.0,
         download_timeout: float = RESULT_DOWNLOAD_TIMEOUT,
         view_factory: ViewFactory | None = None,
+        channel_limit: int = CHANNEL_LIMIT,
         fetch_policy: FetchPolicy | None = None,
         on_rest_error: Callable[[int | None], None] | None = None,
     ) -> None:
         self.client = client
+        #: Every request to a channel goes through its budget (results first).
+        self.channels = ChannelBudget(clock, limit=channel_limit)
         #: Told the HTTP status (None: no answer) of every failed REST call caught here;
         #: the runtime counts them in `/metrics`.
         self.on_rest_error = on_rest_error
@@ -203,6 +218,8 @@ class DiscordNotifier:
             return  # one edit per job at a time; the next event (or the final edit) catches up
         if not self.throttle.allow(job.id, where.channel_id):
             return
+        if not self.channels.try_progress(where.channel_id):
+            return  # the channel's slots are kept for results and final edits
         # Rendered now, so the edit shows this event's state even if it goes out later.
         rendered = render.status(job, self.clock.now())
         view = self.status_view(job) if self.status_view else None
@@ -249,6 +266,7 @@ class DiscordNotifier:
         """
         try:
             await self._cancel_edit(job.id)  # a late progress edit must not overwrite "done"
+            await self.channels.acquire(where.channel_id, Priority.FINAL_STATUS)
             rendered = render.status(job, self.clock.now(), with_result=with_result)
             await self._edit_status(job.id, where, rendered)
         except Exception:
@@ -320,9 +338,23 @@ class DiscordNotifier:
         video = None
         if job.state is JobState.COMPLETED and job.video_urls:
             video = await self.download(job.video_urls[0], where.upload_limit, job_id=job.id)
+        try:
+            return await self._send_result(job, where, channel, video)
+        finally:
+            if video is not None:
+                video.close()
+
+    async def _send_result(
+        self,
+        job: Job,
+        where: Destination,
+        channel: discord.PartialMessageable,
+        video: Video | None,
+    ) -> bool:
         attempts = [video, None] if video is not None else [None]
         for data in attempts:
             try:
+                await self.channels.acquire(where.channel_id, Priority.RESULT)
                 await channel.send(**self._message(job, data))
                 log.info(
                     "job %s: result posted in channel %s (%s)",
@@ -393,7 +425,7 @@ class DiscordNotifier:
             except Exception:  # counting must never break a delivery
                 log.exception("on_rest_error hook failed")
 
-    def _message(self, job: Job, video: bytes | None) -> dict[str, Any]:
+    def _message(self, job: Job, video: Video | None) -> dict[str, Any]:
         """Keyword arguments for `send`: pings the requester and nobody else, ever."""
         rendered = render.result(job, self.clock.now(), attached=video is not None)
         kwargs: dict[str, Any] = {
@@ -403,7 +435,8 @@ class DiscordNotifier:
             "nonce": result_nonce(job.id),
         }
         if video is not None:
-            kwargs["file"] = discord.File(io.BytesIO(video), filename=f"reelbot-{job.id}.mp4")
+            video.flush()  # discord.py opens it by name and streams it (its own handle)
+            kwargs["file"] = discord.File(video.name, filename=f"reelbot-{job.id}.mp4")
         view = self.view_factory(job) if self.view_factory else None
         if view is not None:
             kwargs["view"] = view
@@ -430,6 +463,9 @@ class DiscordNotifier:
         kwargs.pop("view", None)
         kwargs.pop("nonce", None)
         try:
+            channel_id = job.origin.get("channel_id")
+            if channel_id:
+                await self.channels.acquire(int(channel_id), Priority.RESULT)
             await interaction.followup.send(**kwargs)
             log.info(
                 "job %s: channel %s refused the result (%s); sent as an interaction followup",
@@ -449,12 +485,22 @@ class DiscordNotifier:
             )
             return False
 
-    async def download(self, url: str, limit: int, *, job_id: int | None = None) -> bytes | None:
-        """The video's bytes if it fits `limit`; None (→ post the link) on any failure.
+    async def download(self, url: str, limit: int, *, job_id: int | None = None) -> Video | None:
+        """The video, streamed to a temporary file, if it fits `limit` and is a video; None
+        (→ post the link) on any failure. The caller closes it (which deletes it).
 
-        Through `bot.core.fetch`: streamed with `limit` as the cap, a deadline, and every
-        redirect checked (https, public addresses only).
+        Through `bot.core.fetch`: `limit` as the cap, a deadline, and every redirect checked
+        (https, public addresses only); written to disk in `WRITE_BYTES` pieces off the loop.
         """
+        video: Video = tempfile.NamedTemporaryFile(prefix="reelbot-", suffix=".mp4")
+        pending = bytearray()
+
+        async def write(chunk: bytes) -> None:
+            pending.extend(chunk)
+            if len(pending) >= WRITE_BYTES:
+                await asyncio.to_thread(video.write, bytes(pending))
+                pending.clear()
+
         try:
             fetched = await fetch(
                 self.session,
@@ -463,23 +509,35 @@ class DiscordNotifier:
                 timeout=self.download_timeout,
                 policy=self.fetch_policy,
                 what="the video",
+                into=write,
             )
+            await asyncio.to_thread(video.write, bytes(pending))
+            await asyncio.to_thread(video.flush)
         except FetchError as exc:
+            video.close()
             log.info("job %s: video not attached (%s); posting the link", job_id, exc)
             return None
-        if not looks_like_video(fetched.content_type, fetched.data):
+        except OSError as exc:  # the temporary file: a full or read-only disk
+            video.close()
+            log.warning("job %s: could not store the video (%s); posting the link", job_id, exc)
+            return None
+        except BaseException:
+            video.close()
+            raise
+        if not looks_like_video(fetched.content_type, fetched.head):
+            video.close()
             log.warning(
                 "job %s: the result URL served %s, not a video; posting the link",
                 job_id,
                 fetched.content_type or "an unknown type",
             )
             return None
-        return fetched.data
+        return video
 
 
 def looks_like_video(content_type: str, data: bytes) -> bool:
     """Only a video is attached as the result: by its type, or by MP4/MOV or WebM bytes
-    (some storage serves videos as `application/octet-stream`)."""
+    (some storage serves videos as `application/octet-stream`); `data`: its first bytes."""
     if content_type.startswith("video/"):
         return True
     return data[4:8] == b"ftyp" or data.startswith(b"\x1a\x45\xdf\xa3")

@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
+from bot.testing.fake_discord.buckets import ChannelBuckets
 from bot.testing.fake_discord.gateway import Gateway
 from bot.testing.fake_discord.protocol import (
     APP_FLAGS_ALL_PRIVILEGED,
@@ -47,7 +48,10 @@ class Rest(Gateway):
     """`/api/v10/...`: users, application, gateway URL, commands and channel messages."""
 
     def __init__(self, **options: Any) -> None:
+        limit: tuple[int, float] | None = options.pop("channel_limit", None)
         super().__init__(**options)
+        #: Discord's per-channel message bucket, enforced with 429s when asked for.
+        self.channel_buckets = ChannelBuckets(*limit) if limit else None
         self.registered_commands: list[dict[str, Any]] = []
         #: How long (seconds) an ``enforce_nonce`` nonce is remembered: Discord's "few minutes".
         self.nonce_window = 300.0
@@ -141,9 +145,16 @@ class Rest(Gateway):
             if rule is not None and not rule.after_processing and rule.status == 0:
                 await asyncio.sleep(rule.delay)  # held before it takes effect
                 rule = None
-            if rule is not None and not rule.after_processing:
+            limited = None
+            if self.channel_buckets is not None and (rule is None or rule.after_processing):
+                limited = self.channel_buckets.check(request.method, path, record.at)
+            if limited is not None:  # Discord's per-channel bucket is full: 429, not handled
                 record.injected = True
-                resp: web.StreamResponse = await self._apply_fault(rule, request, None)
+                rule = None
+                resp: web.StreamResponse = limited
+            elif rule is not None and not rule.after_processing:
+                record.injected = True
+                resp = await self._apply_fault(rule, request, None)
             elif matched is None:
                 resp = json_response(
                     {
