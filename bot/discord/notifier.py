@@ -55,6 +55,7 @@ from bot.core.job import Job, JobState
 from bot.core.ratelimit import TokenBucket
 from bot.discord import render
 from bot.discord.channel_budget import CHANNEL_LIMIT, ChannelBudget, Priority
+from bot.discord.custom_ids import is_result_button
 
 log = logging.getLogger(__name__)
 
@@ -402,7 +403,6 @@ class DiscordNotifier:
         if me is None:
             return False
         nonce = result_nonce(job.id)
-        marker = f":{job.id}"
         try:
             async for message in channel.history(limit=HISTORY_LOOKBACK):
                 if message.author.id != me.id:
@@ -412,7 +412,7 @@ class DiscordNotifier:
                 for row in message.components:
                     for item in getattr(row, "children", ()):
                         custom_id = getattr(item, "custom_id", None) or ""
-                        if custom_id.startswith("reelbot:") and custom_id.endswith(marker):
+                        if is_result_button(custom_id, job.id):
                             return True
         except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as exc:
             log.info("job %s: could not read the channel's history: %s", job.id, exc)

@@ -14,6 +14,7 @@ import discord
 from bot.core.job import Job, JobState
 from bot.core.reroll import offers_reroll
 from bot.discord import flow
+from bot.discord.custom_ids import button_id
 from bot.discord.replies import report_error
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ class JobButton(
 
     def __init__(self, action: str, job_id: int) -> None:
         super().__init__(
-            discord.ui.Button(custom_id=f"reelbot:{action}:{job_id}", **self.LOOKS[action])
+            discord.ui.Button(custom_id=button_id(action, job_id), **self.LOOKS[action])
         )
         self.action = action
         self.job_id = job_id
@@ -68,7 +69,7 @@ class CancelButton(
     def __init__(self, job_id: int) -> None:
         super().__init__(
             discord.ui.Button(
-                custom_id=f"reelbot:cancel:{job_id}",
+                custom_id=button_id("cancel", job_id),
                 label="Cancel",
                 style=discord.ButtonStyle.secondary,
             )
