@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     POLL_CONCURRENCY: int = Field(16, ge=1, le=512)
     API_REQUESTS_PER_SECOND: float = Field(20.0, gt=0, le=10_000)
     API_TIMEOUT: float = Field(30.0, gt=0, le=600)
+    #: How long a worker's claim on a job lasts without renewal (renewed every third of it):
+    #: a worker that dies has its jobs taken over this long after its last renewal.
+    LEASE_SECONDS: float = Field(30.0, ge=1, le=3600)
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     WEBHOOK_PUBLIC_URL: str | None = None
     WEBHOOK_LISTEN: str = "0.0.0.0:8080"

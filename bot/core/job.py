@@ -57,6 +57,13 @@ class Job:
     error_code: str | None = None
     error_message: str | None = None
     delivered: bool = False
+    #: The worker holding this job's lease (None: nobody), and the fencing token of that
+    #: claim. Every write of the job is conditional on both (`Store.update`): a worker whose
+    #: lease was taken over writes nothing.
+    owner: str | None = None
+    fence: int = 0
+    #: When the job is next due for a poll, as its last holder left it (None: at once).
+    next_poll_at: float | None = None
 
     @property
     def elapsed(self) -> float | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.core.apimart import (
     ApimartError,
@@ -29,7 +29,10 @@ from bot.core.clock import Clock
 from bot.core.job import Job, JobState
 from bot.core.poller import Notifier, Poller
 from bot.core.request import PENDING_PREFIX, RequestInvalid, VideoRequest, check_image_file
-from bot.core.store import Store
+from bot.core.store import LeaseLost, Store
+
+if TYPE_CHECKING:
+    from bot.core.leases import Leases
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +98,9 @@ class JobService:
         self.notifier = notifier
         self.clock = clock
         self.webhook_url = webhook_url
+        #: This worker's leases (several processes on one database): a job created here is
+        #: leased to this worker from its first row on. None: the only process.
+        self.leases: Leases | None = None
 
     @staticmethod
     def check_files(request: VideoRequest, files: Sequence[ImageFile]) -> None:
@@ -114,15 +120,43 @@ class JobService:
         requester: str | None = None,
         guild_id: str | None = None,
     ) -> Job:
-        """Write the job down (state `created`) — the first thing, before any slow work."""
+        """Write the job down (state `created`) — the first thing, before any slow work.
+
+        With leases the row is born leased to this worker, so no other worker (nor a bot
+        starting beside `reelbot generate`) settles it while it is being submitted here.
+        """
+        owner = self.leases.worker_id if self.leases is not None else None
+        until = self.leases.until() if self.leases is not None else None
         job = await self.store.create(
-            request, now=self.clock.now(), origin=origin, requester=requester, guild_id=guild_id
+            request,
+            now=self.clock.now(),
+            origin=origin,
+            requester=requester,
+            guild_id=guild_id,
+            owner=owner,
+            lease_until=until,
         )
+        if self.leases is not None:
+            self.leases.hold(job)
         log.info("job %s: created (%s)", job.id, request.summary())
         return job
 
     async def launch(self, job: Job, files: Sequence[ImageFile] = ()) -> Job:
-        """Upload the job's files, submit it once, and hand it to the poller or the notifier."""
+        """Upload the job's files, submit it once, and hand it to the poller or the notifier.
+
+        Every write is conditional on this worker's lease: if it was lost before the submit
+        (this process stalled for a whole lease), nothing is sent.
+        """
+        try:
+            return await self._launch(job, files)
+        except LeaseLost:
+            log.error(
+                "job %s: its lease was lost while launching it; left to its new owner", job.id
+            )
+            self.poller.forget(job.id)
+            return job
+
+    async def _launch(self, job: Job, files: Sequence[ImageFile]) -> Job:
         try:
             self.check_files(job.request, files)
         except RequestInvalid as exc:
@@ -171,27 +205,34 @@ class JobService:
         return await self.launch(job, files)
 
     async def resume(self) -> dict[str, int]:
-        """At startup: follow running jobs again and settle the ones a crash left halfway."""
+        """At startup (one process, no leases): take over every unfinished job."""
         counts = {"polling": 0, "interrupted": 0, "unknown": 0, "redelivered": 0}
         for job in await self.store.unfinished():
-            if job.state is JobState.RUNNING:
-                self.poller.track(job)
-                counts["polling"] += 1
-            elif job.state is JobState.CREATED:
-                await self.end(job, JobState.FAILED, "interrupted", INTERRUPTED_MESSAGE, later=True)
-                counts["interrupted"] += 1
-            elif job.state is JobState.SUBMITTING:
-                # The submit may have reached APIMart before the crash: say so, never resend.
-                await self.end(
-                    job, JobState.UNKNOWN, "submit_unknown", UNKNOWN_AFTER_RESTART, later=True
-                )
-                counts["unknown"] += 1
-            else:
-                counts["redelivered"] += 1
-                self.poller.spawn(self.poller.deliver(job))
+            counts[await self.take_over(job)] += 1
         if any(counts.values()):
             log.info("resumed jobs: %s", counts)
         return counts
+
+    async def take_over(self, job: Job) -> str:
+        """Carry on with a job this process did not start (a restart, a dead worker's lease).
+
+        Running → follow it (first poll when it was due); created → it was never sent, say
+        so; submitting → the submit may have reached APIMart: say so, never resend; finished
+        → deliver it. Returns which of these it was.
+        """
+        if job.state is JobState.RUNNING:
+            self.poller.track(job, due=job.next_poll_at)
+            return "polling"
+        if job.state is JobState.CREATED:
+            await self.end(job, JobState.FAILED, "interrupted", INTERRUPTED_MESSAGE, later=True)
+            return "interrupted"
+        if job.state is JobState.SUBMITTING:
+            await self.end(
+                job, JobState.UNKNOWN, "submit_unknown", UNKNOWN_AFTER_RESTART, later=True
+            )
+            return "unknown"
+        self.poller.spawn(self.poller.deliver(job))
+        return "redelivered"
 
     async def _upload(self, job: Job, files: Sequence[ImageFile]) -> VideoRequest:
         request = job.request

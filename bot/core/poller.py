@@ -15,8 +15,9 @@ import asyncio
 import heapq
 import itertools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.core.apimart import (
     ApimartError,
@@ -30,6 +31,10 @@ from bot.core.apimart import (
 )
 from bot.core.clock import Clock
 from bot.core.job import Job, JobState
+from bot.core.store import LeaseLost
+
+if TYPE_CHECKING:
+    from bot.core.leases import Leases
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +78,7 @@ class Notifier(Protocol):
 class JobStore(Protocol):
     async def update(self, job: Job, **fields: Any) -> Job: ...
 
-    async def update_many(self, changes: Any) -> None: ...
+    async def update_many(self, changes: Any) -> list[Job] | None: ...
 
 
 @dataclass(slots=True)
@@ -162,6 +167,35 @@ class RateLimiter:
         self._last_cut = float("-inf")
         self._lock = asyncio.Lock()
         self.throttled = 0
+        #: The last 429's effect, (paused until, rate as a fraction of the maximum): what a
+        #: shared budget (bot/core/workers.py) publishes so that other workers slow down too.
+        self.last_penalty: tuple[float, float] | None = None
+        #: Called after every `penalize` (the shared budget publishes at once).
+        self.on_penalty: Callable[[], None] | None = None
+
+    def set_max_rate(self, rate: float, burst: float | None = None) -> None:
+        """This worker's share of a budget shared with others changed (workers came or went).
+
+        The current rate keeps its fraction of the maximum (a slow-down in progress stays).
+        """
+        if rate != self.max_rate:
+            self.rate = rate * (self.rate / self.max_rate)
+            self.max_rate = rate
+        self.burst = burst if burst is not None else max(1.0, rate)
+        self._tokens = min(self._tokens, self.burst)
+
+    def hold_until(self, until: float) -> None:
+        """Send nothing before `until` (a joining worker waits until the others make room)."""
+        self._paused_until = max(self._paused_until, until)
+
+    def slow_down(self, until: float, factor: float) -> None:
+        """Another worker saw a 429: pause until `until`, then go on at `factor` of the max."""
+        now = self.clock.now()
+        if until <= now:
+            return
+        self._paused_until = max(self._paused_until, until)
+        self.rate = min(self.rate, max(self.max_rate / 32, self.max_rate * factor))
+        self._tokens = 0.0
 
     def _refill(self, now: float) -> None:
         elapsed = max(0.0, now - self._updated)
@@ -196,6 +230,9 @@ class RateLimiter:
             log.warning("429 asked for a %.0f s pause; pausing all polls %.0f s", pause, MAX_PAUSE)
             pause = MAX_PAUSE
         self._paused_until = max(self._paused_until, now + pause)
+        self.last_penalty = (self._paused_until, self.rate / self.max_rate)
+        if self.on_penalty is not None:
+            self.on_penalty()
 
 
 def _run_seconds(info: TaskInfo, tracked: Tracked, now: float) -> float:
@@ -239,10 +276,15 @@ class Poller:
         self._dirty: dict[int, Tracked] = {}
         self._last_flush = clock.now()
         self._wake = asyncio.Event()
+        self._forwards = 0
         self._saturated = False
         self._stopping = False
         self.requests = 0
         self.errors = 0
+        #: This worker's leases (several workers on one database); None: the only process.
+        self.leases: Leases | None = None
+        #: Finished jobs handed to `deliver` and not delivered yet (by id).
+        self._undelivered: dict[int, Job] = {}
 
     # -- public API -------------------------------------------------------------------------
 
@@ -252,8 +294,12 @@ class Poller:
     def __contains__(self, job_id: object) -> bool:
         return job_id in self._tracked
 
-    def track(self, job: Job, *, started: float | None = None) -> None:
-        """Follow a running job until it ends. Safe to call twice (the second is ignored)."""
+    def track(self, job: Job, *, started: float | None = None, due: float | None = None) -> None:
+        """Follow a running job until it ends. Safe to call twice (the second is ignored).
+
+        `due`: when to poll it first (a job taken over from another worker: its stored
+        `next_poll_at`); by default the schedule's first poll.
+        """
         if job.id in self._tracked or job.task_id is None:
             return
         request = job.request
@@ -267,6 +313,8 @@ class Poller:
         hinted = self._early_hints.pop(job.task_id, None)
         if hinted is not None and now - hinted <= EARLY_HINT_TTL:
             self._push(tracked, now)  # a callback beat the submit's answer here: look now
+        elif due is not None:
+            self._push(tracked, max(now, due))
         else:
             self._push(tracked, self.schedule.first_due(tracked, now))
 
@@ -293,6 +341,7 @@ class Poller:
         job_id = self._by_task.get(task_id)
         if job_id is None:
             self._remember_hint(task_id)
+            self._mark_due_elsewhere(task_id)
             return False
         tracked = self._tracked[job_id]
         if tracked.due == float("inf"):  # a poll is in flight
@@ -305,6 +354,58 @@ class Poller:
 
     def tracked(self, job_id: int) -> Tracked | None:
         return self._tracked.get(job_id)
+
+    # -- several workers --------------------------------------------------------------------
+
+    #: Webhook hints forwarded to the database at once at most (a flood is dropped, not queued).
+    MAX_FORWARDS = 64
+
+    def _mark_due_elsewhere(self, task_id: str) -> None:
+        """A callback for a job another worker holds (or nobody yet): due now in the table.
+
+        Its owner's claim loop sees `poked_at` within a second and polls it; if nobody holds
+        it, whoever claims it next polls it first (`next_poll_at = now`).
+        """
+        if self.leases is None or self._stopping or self._forwards >= self.MAX_FORWARDS:
+            return
+        self._forwards += 1
+        self._spawn(self._forward(task_id))
+
+    async def _forward(self, task_id: str) -> None:
+        try:
+            assert self.leases is not None
+            await self.leases.mark_due(task_id)
+        except Exception:
+            log.exception("could not mark task %s due for its owner", task_id)
+        finally:
+            self._forwards -= 1
+
+    def forget(self, job_id: int) -> None:
+        """Another worker holds this job now: stop following it, say nothing."""
+        tracked = self._tracked.get(job_id)
+        if tracked is not None:
+            self._untrack(tracked)
+        self._undelivered.pop(job_id, None)
+        if self.leases is not None:
+            self.leases.drop(job_id)
+        log.info("job %s: its lease went to another worker; no longer followed here", job_id)
+
+    def release_latest(self, count: int) -> list[tuple[Job, float | None]]:
+        """Stop following the `count` resting jobs due last; returns them with their due time.
+
+        Jobs with a poll in flight are skipped. The caller gives their leases back.
+        """
+        resting = [t for t in self._tracked.values() if t.due != float("inf")]
+        resting.sort(key=lambda t: t.due, reverse=True)
+        released: list[tuple[Job, float | None]] = []
+        for tracked in resting[: max(0, count)]:
+            self._untrack(tracked)
+            released.append((tracked.job, tracked.due))
+        return released
+
+    def delivery_pending(self) -> list[Job]:
+        """Finished jobs whose result has not been delivered yet (waiting for a retry)."""
+        return list(self._undelivered.values())
 
     async def run(self) -> None:
         """The loop. Runs until `stop()`; cancellation-safe."""
@@ -398,6 +499,8 @@ class Poller:
         """One poll; whatever goes wrong, the job stays followed (never silently dropped)."""
         try:
             await self._poll_once(tracked)
+        except LeaseLost:
+            self.forget(tracked.job.id)
         except Exception:
             # A database error, a bug: log it and look again later. The store still says
             # `running`, so a restart would pick the job up too.
@@ -585,8 +688,22 @@ class Poller:
             log.exception("job %s: progress notification failed", job.id)
 
     async def deliver(self, job: Job, attempt: int = 0) -> None:
-        """Hand a finished job to the notifier once; retried with back-off until it lands."""
+        """Hand a finished job to the notifier once; retried with back-off until it lands.
+
+        With several workers the job's lease is renewed first: a worker that lost it posts
+        nothing (its new owner delivers), and the holder has a whole lease to post in.
+        """
+        self._undelivered[job.id] = job
         try:
+            if self.leases is not None and job.owner == self.leases.worker_id:
+                if not await self.leases.confirm(job):
+                    self.forget(job.id)
+                    return
+        except Exception:
+            log.exception("job %s: could not renew its lease before delivery", job.id)
+        try:
+            # HOOK (issue 8 item 7): the notifier derives the message nonce from the job id
+            # so that a post repeated after a lost `delivered` write is dropped by Discord.
             await self.notifier.job_finished(job)
         except Exception:
             delay = min(300.0, 5.0 * 2**attempt)
@@ -596,8 +713,14 @@ class Poller:
                 self._retries.add(retry)
                 retry.add_done_callback(self._retries.discard)
             return
+        self._undelivered.pop(job.id, None)
         try:
             await self.store.update(job, delivered=True)
+            if self.leases is not None:
+                self.leases.drop(job.id)
+        except LeaseLost:
+            log.warning("job %s: delivered, but its lease had gone to another worker", job.id)
+            self.forget(job.id)
         except Exception:
             # The requester has the result; only the flag is missing (a restart would post it
             # again). Log loudly rather than retry the delivery itself.
@@ -617,6 +740,9 @@ class Poller:
             for t in batch.values()
         ]
         try:
-            await self.store.update_many(changes)
+            lost = await self.store.update_many(changes)
         except Exception:
             log.exception("writing progress of %d jobs failed", len(changes))
+            return
+        for job in lost or ():
+            self.forget(job.id)

@@ -16,13 +16,16 @@ from dataclasses import dataclass
 import aiohttp
 
 from bot.core.apimart import ApimartClient
+from bot.core.claimer import Claimer
 from bot.core.clock import Clock, SystemClock
 from bot.core.config import Settings
 from bot.core.jobs import JobService
+from bot.core.leases import Leases
 from bot.core.poller import Notifier, Poller, RateLimiter, Schedule
 from bot.core.schedule import AdaptiveSchedule
 from bot.core.store import Store
 from bot.core.webhook import WebhookServer
+from bot.core.workers import SqliteLock, WorkerRegistry, new_worker_id
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +40,42 @@ class Runtime:
     jobs: JobService
     clock: Clock
     poller_task: asyncio.Task[None]
+    leases: Leases
+    claimer: Claimer
+    workers: WorkerRegistry
     #: The callback listener, when WEBHOOK_PUBLIC_URL is set.
     webhook: WebhookServer | None = None
+
+    @property
+    def worker_id(self) -> str:
+        return self.leases.worker_id
 
     def set_notifier(self, notifier: Notifier) -> None:
         """Late binding for front ends that exist only after the runtime (the Discord bot)."""
         self.poller.notifier = notifier
         self.jobs.notifier = notifier
+
+    async def stop_work(self) -> None:
+        """Stop claiming, then let the poller drain (polls and deliveries under way finish).
+
+        Idempotent; the leases are given back when the runtime closes.
+        """
+        await self.claimer.stop()
+        await self.poller.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.poller_task
+
+    async def resume(self) -> int:
+        """Start claiming: this worker's share of the jobs that need work, now and from then
+        on (a bot calls it once its notifier is bound). Returns how many it took at once.
+
+        A terminal process never claims: it only ever touches the jobs it creates.
+        """
+        if self.workers.kind != "bot":
+            return 0
+        before = self.leases.claimed
+        await self.claimer.resume()
+        return self.leases.claimed - before
 
 
 def make_schedule(settings: Settings) -> Schedule:
@@ -65,18 +97,31 @@ async def open_runtime(
     database_url: str | None = None,
     resume: bool = True,
     schedule: Schedule | None = None,
+    role: str = "cli",
 ) -> AsyncIterator[Runtime]:
     """Open everything, resume unfinished jobs, start the poller; undo it all on exit.
 
     `schedule` defaults to the adaptive one (`make_schedule`), right for a bot with many jobs.
+    `role`: `bot` (`reelbot run`) claims its share of every job that needs work, and on a
+    SQLite file is the only one allowed (`AlreadyRunning` otherwise); `cli`
+    (`reelbot generate`) only ever touches the jobs it creates. `resume=True` starts claiming
+    at once; a bot whose notifier binds later calls `Runtime.resume()` itself.
     """
     clock = clock or SystemClock()
     url = database_url or settings.DATABASE_URL
+    lock: SqliteLock | None = None
     if path := (settings.sqlite_path() if database_url is None else None):
         path.parent.mkdir(parents=True, exist_ok=True)
+        if role == "bot":
+            lock = SqliteLock(path)
+            lock.acquire()  # before anything else: a second bot stops here, touching nothing
     assert settings.APIMART_API_KEY is not None
     limiter = RateLimiter(clock, settings.API_REQUESTS_PER_SECOND)
-    async with aiohttp.ClientSession() as session:
+    worker_id = new_worker_id()
+    # The worker id in the User-Agent lets an operator (and the tests) tell workers apart in
+    # APIMart's request logs. It names a process, nothing secret.
+    headers = {"User-Agent": f"reelbot ({worker_id})"}
+    async with aiohttp.ClientSession(headers=headers) as session:
         store = await Store.open(url)
         try:
             api = ApimartClient(
@@ -104,11 +149,39 @@ async def open_runtime(
                 clock=clock,
                 webhook_url=webhook,
             )
+            exclusive = url.startswith("sqlite") and role == "bot"
+            leases = Leases(store, worker_id, clock, settings.LEASE_SECONDS, exclusive=exclusive)
+            poller.leases = leases
+            jobs.leases = leases
+            workers = WorkerRegistry(
+                store,
+                worker_id,
+                clock,
+                kind=role,
+                limiter=limiter,
+                budget=settings.API_REQUESTS_PER_SECOND,
+            )
+            await workers.register()
+            workers_task = asyncio.create_task(workers.run(), name="reelbot-heartbeat")
+            claimer = Claimer(leases, poller, jobs.take_over, clock, registry=workers)
+            claimer.start()
             poller_task = asyncio.create_task(poller.run(), name="reelbot-poller")
-            runtime = Runtime(settings, session, store, api, poller, jobs, clock, poller_task)
+            runtime = Runtime(
+                settings,
+                session,
+                store,
+                api,
+                poller,
+                jobs,
+                clock,
+                poller_task,
+                leases,
+                claimer,
+                workers,
+            )
             try:
                 if resume:
-                    await jobs.resume()
+                    await runtime.resume()
                 if webhook:
                     # After resume, so a callback finds its task followed. Until it listens,
                     # APIMart's callbacks fail and are retried (and polls still run).
@@ -119,8 +192,15 @@ async def open_runtime(
             finally:
                 if runtime.webhook is not None:
                     await runtime.webhook.close()
-                await poller.stop()
+                await runtime.stop_work()
+                # Hand the resting jobs to the other workers now rather than in a lease.
+                await claimer.release_all()
+                workers_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await poller_task
+                    await workers_task
+                with contextlib.suppress(Exception):
+                    await workers.unregister()
         finally:
             await store.close()
+            if lock is not None:
+                lock.release()

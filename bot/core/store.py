@@ -51,12 +51,61 @@ jobs_table = sa.Table(
     sa.Column("error_code", sa.String(64)),
     sa.Column("error_message", sa.Text),
     sa.Column("delivered", sa.Boolean, nullable=False, default=False, index=True),
+    # Leases (bot/core/leases.py): which worker holds the job, until when, when it is next due
+    # for a poll, and the fencing token bumped at every claim.
+    sa.Column("owner", sa.String(64), index=True),
+    sa.Column("lease_until", sa.Float),
+    sa.Column("next_poll_at", sa.Float, index=True),
+    sa.Column("fence", sa.Integer, nullable=False, default=0, server_default="0"),
+    # A webhook reached a worker that does not hold the job: its owner polls it at once.
+    sa.Column("poked_at", sa.Float),
 )
+
+#: One row per live process (bot/core/workers.py): its heartbeat, and the API slow-down it last
+#: saw (a 429), which every other worker reads so that one 429 slows them all.
+workers_table = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("heartbeat_at", sa.Float, nullable=False, index=True),
+    sa.Column("slow_until", sa.Float),
+    sa.Column("slow_factor", sa.Float),
+)
+
+#: Lease bookkeeping is written by `bot.core.leases` only, never through `Store.update`.
+LEASE_COLUMNS = frozenset({"owner", "lease_until", "next_poll_at", "fence", "poked_at"})
 
 #: Fields a caller may change through `Store.update`.
 UPDATABLE = frozenset(
-    c.name for c in jobs_table.columns if c.name not in {"id", "model", "request", "created_at"}
+    c.name
+    for c in jobs_table.columns
+    if c.name not in {"id", "model", "request", "created_at"} | LEASE_COLUMNS
 )
+
+
+class LeaseLost(Exception):
+    """A conditional write matched no row: another worker took the job over (or it is gone).
+
+    The worker that gets this drops the job from memory and says nothing: the new owner
+    carries on from what the store holds.
+    """
+
+    def __init__(self, job_id: int) -> None:
+        self.job_id = job_id
+        super().__init__(f"job {job_id}: lease lost")
+
+
+def held_by(job: Job) -> sa.ColumnElement[bool]:
+    """The condition of every write of `job`: same row, same owner, same claim (fence)."""
+    return sa.and_(
+        jobs_table.c.id == job.id,
+        jobs_table.c.owner.is_(None) if job.owner is None else jobs_table.c.owner == job.owner,
+        jobs_table.c.fence == job.fence,
+    )
 
 
 def _rows_to_jobs(rows: Iterable[sa.Row[Any]]) -> list[Job]:
@@ -68,6 +117,10 @@ def _rows_to_jobs(rows: Iterable[sa.Row[Any]]) -> list[Job]:
         except Exception:
             log.exception("job %s: its stored row cannot be read; skipped", row._mapping["id"])
     return jobs
+
+
+#: For core modules that read job rows with statements of their own (leases).
+rows_to_jobs = _rows_to_jobs
 
 
 def _row_to_job(row: sa.Row[Any]) -> Job:
@@ -100,6 +153,9 @@ def _row_to_job(row: sa.Row[Any]) -> Job:
         error_code=m["error_code"],
         error_message=m["error_message"],
         delivered=bool(m["delivered"]),
+        owner=m["owner"],
+        fence=m["fence"] or 0,
+        next_poll_at=m["next_poll_at"],
     )
 
 
@@ -124,6 +180,10 @@ class Store:
             return
         async with self._write_lock, self.engine.begin() as conn:
             yield conn
+
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        """One write transaction, for core modules with statements of their own (leases)."""
+        return self._writing()
 
     @classmethod
     async def open(cls, url: str) -> Store:
@@ -158,7 +218,11 @@ class Store:
         origin: dict[str, Any] | None = None,
         requester: str | None = None,
         guild_id: str | None = None,
+        owner: str | None = None,
+        lease_until: float | None = None,
     ) -> Job:
+        """Insert a job; with `owner`, already leased to that worker (first claim: fence 1)."""
+        fence = 1 if owner is not None else 0
         values: dict[str, Any] = {
             "state": JobState.CREATED.value,
             "model": request.model,
@@ -170,6 +234,9 @@ class Store:
             "created_at": now,
             "video_urls": [],
             "delivered": False,
+            "owner": owner,
+            "lease_until": lease_until if owner is not None else None,
+            "fence": fence,
         }
         async with self._writing() as conn:
             result = await conn.execute(jobs_table.insert().values(**values))
@@ -183,18 +250,24 @@ class Store:
             origin=dict(origin or {}),
             requester=requester,
             guild_id=guild_id,
+            owner=owner,
+            fence=fence,
         )
 
     async def update(self, job: Job, **fields: Any) -> Job:
-        """Write `fields` and apply them to the cached `job` (one transaction)."""
+        """Write `fields` and apply them to the cached `job` (one transaction).
+
+        Conditional on the lease the cached job was read or claimed with (`held_by`): raises
+        `LeaseLost`, writing nothing, when another worker has claimed the job since.
+        """
         unknown = set(fields) - UPDATABLE
         if unknown:
             raise ValueError(f"not updatable: {sorted(unknown)}")
         values = {k: (v.value if isinstance(v, JobState) else v) for k, v in fields.items()}
         async with self._writing() as conn:
-            await conn.execute(
-                jobs_table.update().where(jobs_table.c.id == job.id).values(**values)
-            )
+            result = await conn.execute(jobs_table.update().where(held_by(job)).values(**values))
+        if result.rowcount == 0:
+            raise LeaseLost(job.id)
         for name, value in fields.items():
             setattr(job, name, JobState(value) if name == "state" else value)
         return job
@@ -202,26 +275,39 @@ class Store:
     async def replace_request(self, job: Job, request: VideoRequest) -> None:
         """Store the request with uploaded image URLs in place of the local files."""
         async with self._writing() as conn:
-            await conn.execute(
+            result = await conn.execute(
                 jobs_table.update()
-                .where(jobs_table.c.id == job.id)
+                .where(held_by(job))
                 .values(request=request.model_dump(mode="json", exclude_none=True))
             )
+        if result.rowcount == 0:
+            raise LeaseLost(job.id)
         job.request = request
 
-    async def update_many(self, changes: Iterable[tuple[Job, dict[str, Any]]]) -> None:
-        """Several small updates in one transaction (progress from a batch of polls)."""
+    async def update_many(self, changes: Iterable[tuple[Job, dict[str, Any]]]) -> list[Job]:
+        """Several small updates in one transaction (progress from a batch of polls).
+
+        Each is conditional on its job's lease, as in `update`; the jobs whose lease was lost
+        are returned (nothing written for them) instead of failing the batch.
+        """
         changes = list(changes)
+        lost: list[Job] = []
         if not changes:
-            return
+            return lost
         async with self._writing() as conn:
             for job, fields in changes:
-                await conn.execute(
-                    jobs_table.update().where(jobs_table.c.id == job.id).values(**fields)
+                result = await conn.execute(
+                    jobs_table.update().where(held_by(job)).values(**fields)
                 )
+                if result.rowcount == 0:
+                    lost.append(job)
+        lost_ids = {job.id for job in lost}
         for job, fields in changes:
+            if job.id in lost_ids:
+                continue
             for name, value in fields.items():
                 setattr(job, name, value)
+        return lost
 
     async def get(self, job_id: int) -> Job | None:
         async with self.engine.connect() as conn:

@@ -175,8 +175,8 @@ class ReelBot(commands.Bot):
             return
         self.notifier.view_factory = video.result_view
         self.runtime.set_notifier(self.notifier)
-        counts = await self.runtime.jobs.resume()
-        log.info("setup done; jobs resumed: %s", counts)
+        taken = await self.runtime.resume()
+        log.info("setup done; %d job(s) taken on at start", taken)
 
     async def on_ready(self) -> None:
         log.info(

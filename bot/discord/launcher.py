@@ -20,6 +20,7 @@ import discord
 from bot.core.config import Settings, load_settings
 from bot.core.job import Job
 from bot.core.logs import setup_logging
+from bot.core.workers import AlreadyRunning
 from bot.discord.endpoints import point_discord_py_at
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,9 @@ def run() -> int:
     except discord.PrivilegedIntentsRequired as exc:
         log.error("Discord refused the gateway intents: %s", exc)
         return EXIT_FAILED
+    except AlreadyRunning as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 async def _run(settings: Settings) -> int:
@@ -78,7 +82,7 @@ async def _run(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    async with open_runtime(settings, _NotConnected(), resume=False) as runtime:
+    async with open_runtime(settings, _NotConnected(), resume=False, role="bot") as runtime:
         bot = ReelBot(runtime=runtime)
         async with bot:
             runner = asyncio.create_task(bot.start(token), name="reelbot-discord")
@@ -93,9 +97,7 @@ async def _run(settings: Settings) -> int:
             # last edit. Closing the bot first made that edit fail, the job stay undelivered,
             # and the result be posted a second time after the restart.
             log.info("stopping: draining the poller, then closing the Discord connection")
-            await runtime.poller.stop()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runtime.poller_task
+            await runtime.stop_work()
             await bot.close()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await runner
