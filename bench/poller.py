@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import heapq
 import itertools
 import math
@@ -40,7 +41,9 @@ from bot.core.job import Job, JobState  # noqa: E402
 from bot.core.poller import FixedSchedule, Poller, RateLimiter, Schedule  # noqa: E402
 from bot.core.request import VideoRequest, build_request  # noqa: E402
 from bot.core.schedule import AdaptiveSchedule  # noqa: E402
-from bot.testing.clock import ManualClock  # noqa: E402
+from bot.testing.clock import ManualClock, ScaledClock  # noqa: E402
+from bot.testing.notifier import RecordingNotifier  # noqa: E402
+from bot.testing.store import MemoryJobStore  # noqa: E402
 
 #: reelbot as shipped: the settings' defaults (not the environment or a .env file).
 DEFAULTS = Settings.model_construct()
@@ -176,37 +179,6 @@ class SimApi:
         )
 
 
-class SimStore:
-    async def update(self, job: Job, **fields: Any) -> Job:
-        for name, value in fields.items():
-            setattr(job, name, value)
-        return job
-
-    async def update_many(self, changes: Any) -> None:
-        for job, fields in changes:
-            for name, value in fields.items():
-                setattr(job, name, value)
-
-
-class SimNotifier:
-    def __init__(self, clock: ManualClock, ends: dict[int, float]) -> None:
-        self.clock = clock
-        self.ends = ends
-        self.delays: list[float] = []
-        self.failed_delays: list[float] = []
-        self.done = 0
-
-    async def job_progress(self, job: Job) -> None:
-        return None
-
-    async def job_finished(self, job: Job) -> None:
-        delay = self.clock.now() - self.ends[job.id]
-        self.delays.append(delay)
-        if job.state is not JobState.COMPLETED:
-            self.failed_delays.append(delay)
-        self.done += 1
-
-
 @dataclass
 class SimResult:
     name: str
@@ -266,9 +238,10 @@ async def simulate(
     t0 = clock.now()
     api = SimApi(tasks, clock, t0)
     ends = {i: t0 + task.end for i, task in enumerate(tasks)}
-    notifier = SimNotifier(clock, ends)
+    notifier = RecordingNotifier(clock=clock, keep_progress=False)
     limiter = RateLimiter(clock, rate)
-    poller = Poller(api, SimStore(), notifier, clock, schedule, limiter, concurrency=concurrency)
+    store = MemoryJobStore()
+    poller = Poller(api, store, notifier, clock, schedule, limiter, concurrency=concurrency)
     rng = random.Random(seed)
     # Events: (time, seq, kind, index[, attempt]) — arrivals and webhook deliveries.
     seq = itertools.count()
@@ -283,12 +256,14 @@ async def simulate(
     runner = asyncio.create_task(poller.run())
     peak = 0
     total = len(tasks)
-    while notifier.done < total:
+    while len(notifier.finished) < total:
         deadline = clock.next_deadline()
         next_event = events[0][0] if events else math.inf
         target = min(next_event, deadline if deadline is not None else math.inf)
         if math.isinf(target):
-            raise RuntimeError(f"{name}: simulation stalled with {total - notifier.done} open jobs")
+            raise RuntimeError(
+                f"{name}: simulation stalled with {total - len(notifier.finished)} open jobs"
+            )
         await clock.run_until(target)
         while events and events[0][0] <= clock.now():
             _, _, kind, i, attempt = heapq.heappop(events)
@@ -317,12 +292,20 @@ async def simulate(
     await poller.stop()
     await clock.advance(1.0)
     await runner
+    delays = [
+        at - ends[job.id] for job, at in zip(notifier.finished, notifier.finished_at, strict=True)
+    ]
+    failed = [
+        delay
+        for job, delay in zip(notifier.finished, delays, strict=True)
+        if job.state is not JobState.COMPLETED
+    ]
     return SimResult(
         name=name,
         jobs=total,
         requests=api.requests,
-        delays=notifier.delays,
-        failed_delays=notifier.failed_delays,
+        delays=delays,
+        failed_delays=failed,
         wall_s=time.perf_counter() - started,
         peak_open=peak,
         throttled=limiter.throttled,
@@ -408,52 +391,6 @@ def simulation_targets(results: list[SimResult]) -> list[tuple[str, str, bool]]:
 API_KEY = "sk-bench-0123456789"
 
 
-class ScaledClock:
-    """Wall time sped up `scale` times, matching the stand-in API's `--time-scale`.
-
-    The bot then reasons in the API's time (a 240 s job is 240 s to the schedule) while the
-    run takes 240/scale real seconds.
-    """
-
-    def __init__(self, scale: float) -> None:
-        self.scale = scale
-        self._t0 = time.time()
-        self._m0 = time.monotonic()
-
-    def now(self) -> float:
-        return self._t0 + (time.monotonic() - self._m0) * self.scale
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(max(0.0, seconds) / self.scale)
-
-    async def wait(self, event: asyncio.Event, timeout: float) -> bool:
-        if event.is_set():
-            return True
-        try:
-            async with asyncio.timeout(max(0.0, timeout) / self.scale):
-                await event.wait()
-        except TimeoutError:
-            pass
-        return event.is_set()
-
-
-class CountingNotifier:
-    def __init__(self) -> None:
-        self.finished = 0
-        self.states: dict[str, int] = {}
-        self.all_done = asyncio.Event()
-        self.expected = 0
-
-    async def job_progress(self, job: Job) -> None:
-        return None
-
-    async def job_finished(self, job: Job) -> None:
-        self.finished += 1
-        self.states[job.state.value] = self.states.get(job.state.value, 0) + 1
-        if self.expected and self.finished >= self.expected:
-            self.all_done.set()
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -508,8 +445,7 @@ async def run_scale(
         await _wait_listening(port)
         clock = ScaledClock(time_scale)
         limiter = RateLimiter(clock, rate)
-        notifier = CountingNotifier()
-        notifier.expected = n
+        notifier = RecordingNotifier(keep_progress=False)
         async with aiohttp.ClientSession() as session:
             api = ApimartClient(
                 session, f"http://127.0.0.1:{port}", API_KEY, on_rate_limited=limiter.penalize
@@ -534,16 +470,14 @@ async def run_scale(
                     job = await jobs.submit(kinds[i % len(kinds)])
                     if job.state is not JobState.RUNNING:
                         submit_failed += 1
-                        notifier.expected -= 1
                     peak_open = max(peak_open, len(poller))
 
             await asyncio.gather(*(submitter() for _ in range(submitters)))
             submitted_s = time.monotonic() - wall0
             polls0, poll_t0 = poller.requests, time.monotonic()
-            try:
-                await asyncio.wait_for(notifier.all_done.wait(), timeout=900 / time_scale + 120)
-            except TimeoutError:
-                pass
+            # A refused submit is reported finished at once, so every job ends up counted.
+            with contextlib.suppress(TimeoutError):
+                await notifier.wait_count(n, timeout=900 / time_scale + 120)
             wall = time.monotonic() - wall0
             polling_s = time.monotonic() - poll_t0
             cpu = _cpu() - cpu0
@@ -555,8 +489,8 @@ async def run_scale(
         return {
             "jobs": n,
             "peak_open": peak_open,
-            "finished": notifier.finished,
-            "states": notifier.states,
+            "finished": len(notifier.finished),
+            "states": dict(notifier.states()),
             "submit_s": submitted_s,
             "wall_s": wall,
             "polls": poller.requests,
@@ -630,7 +564,7 @@ async def run_resume(n: int) -> dict[str, Any]:
             await conn.execute(jobs_table.insert(), rows)
         clock = SystemClock()
         reader = _FirstPoll()
-        notifier = CountingNotifier()
+        notifier = RecordingNotifier(keep_progress=False)
         poller = Poller(
             reader, store, notifier, clock, AdaptiveSchedule(), RateLimiter(clock, 20.0)
         )

@@ -9,7 +9,8 @@ bot-owned; it finishes in milliseconds, well inside simcord's settle timeout. Re
 posted later from the poller's task, so tests wait for them with `Reel.wait_for`.
 
 Import the fixtures into a test module with
-`from tests.discordfix import env_fixture, reel_fixture, runtime_fixture, bot_fixture`.
+`from tests.discordfix import env_fixture, simcord_bot_fixture, reel_fixture, runtime_fixture,
+bot_fixture`.
 """
 
 from __future__ import annotations
@@ -68,16 +69,20 @@ def bot_fixture(runtime: Runtime, notifier_options: dict[str, Any]) -> ReelBot:
     return ReelBot(runtime=runtime, notifier_options=notifier_options)
 
 
+@pytest.fixture(name="simcord_bot")
+def simcord_bot_fixture(bot: ReelBot) -> ReelBot:
+    """The bot simcord's own `simcord_env` fixture runs (its documented pytest API).
+
+    That fixture starts the environment, selects simcord's clock for the test and, after the
+    shutdown, raises whatever the bot raised that the test did not acknowledge via `env.errors`.
+    """
+    return bot
+
+
 @pytest.fixture(name="env")
-async def env_fixture(bot: ReelBot) -> AsyncIterator[Env]:
-    """A started simcord Env (a direct fixture, so simcord's pytest hook selects its clock)."""
-    env = Env(bot)
-    await env.start()
-    try:
-        yield env
-    finally:
-        await env.shutdown()
-        env._raise_errors_since(env._errors_acknowledged)
+def env_fixture(simcord_env: Env) -> Env:
+    """The started simcord Env, under the name the tests use."""
+    return simcord_env
 
 
 @dataclass

@@ -13,6 +13,9 @@ import pytest
 
 from bot.testing.fake_apimart import FakeApimart, FakeTaskPlan
 
+#: Every test here starts a real `reelbot` process: left out of the fast loop.
+pytestmark = pytest.mark.e2e
+
 KEY = "sk-cli-test-key-abcdef"
 JSON_KEYS = {
     "task_id",

@@ -19,6 +19,7 @@ from tests.discordfix import (  # noqa: F401 - fixtures
     notifier_options_fixture,
     reel_fixture,
     runtime_fixture,
+    simcord_bot_fixture,
 )
 
 
@@ -371,7 +372,7 @@ async def test_reroll_refuses_expired_attachments(
     # … past it, it is refused with the reason, and nothing is sent.
     stale = reel.runtime.clock.now() - age_hours * HOUR
     await reel.runtime.store.update(job, origin={**job.origin, "media_at": stale})
-    reel.bot.get_cog("Video")._rerolled.clear()  # type: ignore[union-attr]  # not a double click
+    reel.runtime.jobs.rerolls._started.clear()  # not a double click
     refused = await reel.alice.click(message, custom_id=f"reelbot:reroll:{job.id}")
     assert refused.ephemeral
     for word in words:
@@ -497,7 +498,7 @@ async def test_attach_files_is_not_needed(reel: Reel) -> None:
 def test_threads_need_send_messages_in_threads() -> None:
     from types import SimpleNamespace
 
-    from cogs.video import missing_permissions
+    from bot.discord.flow import missing_permissions
 
     def missing(channel_type: discord.ChannelType, **perms: bool) -> list[str]:
         interaction = SimpleNamespace(

@@ -27,6 +27,7 @@ from tests.discordfix import (  # noqa: F401 - fixtures
     notifier_options_fixture,
     reel_fixture,
     runtime_fixture,
+    simcord_bot_fixture,
 )
 
 VIDEO = b"\x00\x00\x00\x18ftypmp42" + b"\x01" * 2048

@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from bot.testing.clock import ManualClock
 from bot.testing.fake_apimart import FakeApimart, FakeTaskPlan
 
 KEY = "test-key"
@@ -21,16 +22,6 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 ServerFactory = Callable[..., Awaitable[TestServer]]
 
 
-class Clock:
-    """A hand-moved clock so progression tests need no sleeping."""
-
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
@@ -38,13 +29,16 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> ManualClock:
+    """Hand-moved time, so progression tests need no sleeping."""
+    return ManualClock(1000.0)
 
 
 @pytest.fixture
-async def fake_srv(aiohttp_server: ServerFactory, clock: Clock) -> tuple[FakeApimart, TestServer]:
-    fake = FakeApimart(api_key=KEY, clock=clock)
+async def fake_srv(
+    aiohttp_server: ServerFactory, clock: ManualClock
+) -> tuple[FakeApimart, TestServer]:
+    fake = FakeApimart(api_key=KEY, clock=clock.now)
     server = await aiohttp_server(fake.app)
     return fake, server
 
@@ -195,7 +189,7 @@ async def test_unknown_task_is_404(
 
 
 async def test_task_progression_and_result(
-    fake_srv: tuple[FakeApimart, TestServer], http: aiohttp.ClientSession, clock: Clock
+    fake_srv: tuple[FakeApimart, TestServer], http: aiohttp.ClientSession, clock: ManualClock
 ) -> None:
     fake, server = fake_srv
     _, answer = await post_json(
@@ -211,7 +205,7 @@ async def test_task_progression_and_result(
 
     seen: list[int] = []
     for t in range(30, 240, 10):
-        clock.t = 1000.0 + t
+        await clock.run_until(1000.0 + t)
         _, running = await get_json(http, server, path)
         assert running["data"]["status"] == "processing"
         seen.append(running["data"]["progress"])
@@ -220,7 +214,7 @@ async def test_task_progression_and_result(
     steps = [b - a for a, b in itertools.pairwise(seen)]
     assert len(set(steps)) > 2, "progress should rise unevenly"
 
-    clock.t = 1000.0 + 240
+    await clock.run_until(1000.0 + 240)
     _, done = await get_json(http, server, path)
     data = done["data"]
     assert data["status"] == "completed" and data["progress"] == 100
@@ -290,16 +284,16 @@ async def test_veo_sample_count_gives_several_videos(
 
 
 async def test_failed_plan_costs_nothing(
-    fake_srv: tuple[FakeApimart, TestServer], http: aiohttp.ClientSession, clock: Clock
+    fake_srv: tuple[FakeApimart, TestServer], http: aiohttp.ClientSession, clock: ManualClock
 ) -> None:
     fake, server = fake_srv
     fake.plan_next(FakeTaskPlan(duration_s=100, fail=True, error_message="content moderation"))
     _, answer = await post_json(http, server, "/v1/videos/generations", omni())
     task_id = answer["data"][0]["task_id"]
-    clock.t += 50
+    await clock.advance(50)
     _, mid = await get_json(http, server, f"/v1/tasks/{task_id}")
     assert mid["data"]["status"] == "processing"
-    clock.t += 60
+    await clock.advance(60)
     _, done = await get_json(http, server, f"/v1/tasks/{task_id}")
     data = done["data"]
     assert data["status"] == "failed"
@@ -462,18 +456,18 @@ async def test_webhook_delivered_without_polling(
 
 
 async def test_ticker_finishes_due_tasks_once(
-    fake_srv: tuple[FakeApimart, TestServer], http: aiohttp.ClientSession, clock: Clock
+    fake_srv: tuple[FakeApimart, TestServer], http: aiohttp.ClientSession, clock: ManualClock
 ) -> None:
     fake, server = fake_srv
     fake.plan_next(FakeTaskPlan(duration_s=10))
     for _ in range(30):
         status, _ = await post_json(http, server, "/v1/videos/generations", sora())
         assert status == 200
-    clock.t += 60  # the first task (10 s plan) is due, the others (240 s) are not
+    await clock.advance(60)  # the first task (10 s plan) is due, the others (240 s) are not
     fake._expire_due()
     done = [t for t in fake.tasks.values() if t.final_status == "completed"]
     assert len(done) == 1
-    clock.t += 240
+    await clock.advance(240)
     fake._expire_due()
     fake._expire_due()
     assert all(t.final_status == "completed" for t in fake.tasks.values())

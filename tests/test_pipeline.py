@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from bot.core.job import JobState
-from bot.core.jobs import ImageFile, with_pending_uploads
+from bot.core.jobs import ImageFile, Origin, with_pending_uploads
 from bot.core.request import build_request
 from bot.testing.fake_apimart import FakeApimart, FakeTaskPlan
 from tests.conftest import Pipeline
@@ -23,7 +23,7 @@ async def _until_delivered(pipeline: Pipeline, job_id: int) -> None:
 
 async def test_happy_path_posts_one_result_with_cost(pipeline: Pipeline, fake: FakeApimart) -> None:
     request = build_request(model="sora-2", prompt="a red fox in snow", duration=4)
-    job = await pipeline.jobs.submit(request, origin={"kind": "test"}, requester="42")
+    job = await pipeline.jobs.submit(request, origin=Origin(kind="test"), requester="42")
     assert job.state is JobState.RUNNING and job.task_id
 
     done = await pipeline.notifier.wait_finished(job.id)

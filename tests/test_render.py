@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import discord
-
 from bot.core.catalog import CATALOG
 from bot.core.job import Job, JobState
 from bot.core.request import Problem, RequestInvalid, build_request
@@ -160,7 +158,21 @@ def test_problems_and_timestamps() -> None:
     assert render.timestamp(NOW + 0.9) == f"<t:{int(NOW)}:R>"
     assert render.timestamp(NOW, "f") == f"<t:{int(NOW)}:f>"
     assert render.duration_text(3720) == "1 h 2 min"
-    assert isinstance(render.status(job(), NOW).embeds[0], discord.Embed)
+
+
+def test_the_status_message_as_discord_receives_it() -> None:
+    """The embed as sent over the wire (what a member's client draws), not the Python object."""
+    rendered = render.status(job(), NOW)
+    assert rendered.content is None
+    (sent,) = [embed.to_dict() for embed in rendered.embeds]
+    assert sent["title"] == "🎬 Job #7 · Sora 2"
+    assert sent["description"].splitlines() == [
+        "> a lighthouse at night",
+        "`sora-2 · 8s · 720p · 16:9`",
+        "`[████████████░░░░░░░░░░░░░░░░]  42%`",
+        "rendering · elapsed 1 min 35 s · APIMart estimates 10 min",
+    ]
+    assert sent["footer"] == {"text": "task task_abc"}
 
 
 def test_elapsed_of_a_finished_job_is_its_recorded_run_time() -> None:

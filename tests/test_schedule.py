@@ -15,6 +15,7 @@ from bot.core.request import build_request
 from bot.core.schedule import MIN_SAMPLES, AdaptiveSchedule
 from bot.testing.clock import ManualClock
 from bot.testing.notifier import RecordingNotifier
+from bot.testing.store import MemoryJobStore
 
 T0 = 1_800_000_000.0
 KEY = ("sora-2", 4, "720p")
@@ -223,23 +224,13 @@ class _Throttled:
         return info("completed", 100, actual_time=30.0)
 
 
-class _Store:
-    async def update(self, job: Job, **fields: Any) -> Job:
-        for name, value in fields.items():
-            setattr(job, name, value)
-        return job
-
-    async def update_many(self, changes: Any) -> None:
-        return None
-
-
 async def test_a_429_on_one_job_delays_the_others() -> None:
     clock = ManualClock(T0)
     api = _Throttled(clock, limit=1)
     notifier = RecordingNotifier()
     limiter = RateLimiter(clock, rate=100.0)
     schedule = AdaptiveSchedule(initial_delay=5.0)
-    poller = Poller(api, _Store(), notifier, clock, schedule, limiter, concurrency=1)
+    poller = Poller(api, MemoryJobStore(), notifier, clock, schedule, limiter, concurrency=1)
     runner = asyncio.create_task(poller.run())
     for i in range(3):
         job = Job(i, JobState.RUNNING, REQUEST, T0, task_id=f"t{i}", submitted_at=T0 + i * 0.1)

@@ -36,6 +36,8 @@ from urllib.parse import quote
 import aiohttp
 from pydantic import SecretStr
 
+from bot.core.catalog import UPLOAD_LIFETIME_S
+
 __all__ = [
     "ApiUnreachable",
     "ApimartClient",
@@ -59,7 +61,6 @@ log = logging.getLogger("bot.core.apimart")
 
 SUBMIT_PATH = "/v1/videos/generations"
 UPLOAD_PATH = "/v1/uploads/images"
-UPLOAD_URL_LIFETIME_S = 72 * 3600  # documented lifetime of an uploaded image URL
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 _STATUS_ALIASES = {
     "complete": "completed",
@@ -390,7 +391,7 @@ class UploadedImage:
     """Answer of ``POST /v1/uploads/images``.
 
     ``expires_at`` is the server's value if given, else ``created_at`` + the documented
-    72 hours (None when neither is known).
+    `UPLOAD_LIFETIME_S` (None when neither is known).
     """
 
     url: str
@@ -547,7 +548,7 @@ class ApimartClient:
             raise ProtocolError(api_message=exc.api_message, method="GET", path=path) from None
 
     async def upload_image(self, data: bytes, filename: str, content_type: str) -> UploadedImage:
-        """Upload an image (JPEG/PNG/WebP/GIF, <= 20 MB) and get a public URL (~72 h)."""
+        """Upload an image (`UPLOAD_FORMATS`, `UPLOAD_MAX_BYTES`); its URL lives `UPLOAD_LIFETIME_S`."""
 
         def form() -> aiohttp.FormData:
             fd = aiohttp.FormData()
@@ -564,7 +565,7 @@ class ApimartClient:
         created = _num(body.get("created_at"))
         expires = _num(body.get("expires_at"))
         if expires is None and created is not None:
-            expires = created + UPLOAD_URL_LIFETIME_S
+            expires = created + UPLOAD_LIFETIME_S
         return UploadedImage(
             url=url,
             bytes=None if size is None else int(size),

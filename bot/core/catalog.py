@@ -44,8 +44,19 @@ class IntParam:
     default: int | None = None
 
 
+MiB = 1024 * 1024
+HOUR = 3600
+
 UPLOAD_FORMATS = ("image/jpeg", "image/png", "image/webp", "image/gif")
-UPLOAD_MAX_BYTES = 20 * 1024 * 1024
+UPLOAD_MAX_BYTES = 20 * MiB
+#: How long APIMart keeps an uploaded image (its URL then 404s): the one place the figure lives.
+UPLOAD_LIFETIME_S = 72 * HOUR
+#: How long Discord's signed attachment URLs stay valid (about a day; a reference video is sent
+#: to APIMart by that URL, so a re-roll after it would fail).
+ATTACHMENT_LIFETIME_S = 24 * HOUR
+#: The per-file size a posted result may have when the front end did not learn the real one
+#: (Discord's default for bots; boosted servers allow more).
+DEFAULT_UPLOAD_LIMIT = 10 * MiB
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +93,8 @@ class ModelSpec:
     enhance_prompt: bool = False
     int_params: tuple[IntParam, ...] = ()
     choice_params: tuple[ChoiceParam, ...] = ()
+    #: What each of `modes` does, in a few words; `{counts}` is its image counts (`mode_text`).
+    mode_help: dict[str, str] = field(default_factory=dict)
 
     @property
     def max_images(self) -> int:
@@ -98,6 +111,12 @@ class ModelSpec:
         v = value.strip().lower()
         v = self.aspect_aliases.get(v, v)
         return v if v in self.aspect_ratios else None
+
+    def mode_text(self, mode: str) -> str:
+        """`reference: 1 or 3 images guide the look` — one mode, explained."""
+        return f"{mode}: " + self.mode_help.get(mode, mode).format(
+            counts=counts_text(self.modes[mode])
+        )
 
     def choice_param(self, name: str) -> ChoiceParam | None:
         return next((p for p in self.choice_params if p.name == name), None)
@@ -170,7 +189,7 @@ def _sora(model_id: str, label: str, summary: str, resolutions: tuple[str, ...])
         image_counts=(0, 1),
         image_roles=("reference image",),
         image_formats=SORA_IMAGE_FORMATS,
-        image_max_bytes=10 * 1024 * 1024,
+        image_max_bytes=10 * MiB,
         aspect_ratio_with_image=False,
     )
 
@@ -193,6 +212,10 @@ CATALOG: dict[str, ModelSpec] = {
             image_counts=(0, 1, 3),
             image_roles=("reference 1", "reference 2", "reference 3"),
             modes={"frame": (1,), "reference": (1, 3)},
+            mode_help={
+                "frame": "the image is the first frame",
+                "reference": "{counts} images guide the look",
+            },
             max_reference_videos=1,
             duration_with_video=False,
         ),
@@ -202,6 +225,9 @@ CATALOG: dict[str, ModelSpec] = {
         _sora("sora-2-pro", "Sora 2 Pro", "OpenAI Sora 2 Pro", ("720p", "1024p", "1080p")),
     )
 }
+
+#: The model `reelbot generate` uses when none is named (the cheapest).
+DEFAULT_MODEL = "sora-2"
 
 #: Slash-command families: `/video <family>` and the model ids it covers, in menu order.
 FAMILIES: dict[str, tuple[str, ...]] = {}
@@ -218,6 +244,27 @@ def get_model(model_id: str) -> ModelSpec:
         if spec.id.lower() == model_id.strip().lower():
             return spec
     raise KeyError(model_id)
+
+
+def family_name(family: str) -> str:
+    """`omni` → `Omni`: how help texts name a family."""
+    return family.capitalize()
+
+
+def size_text(n_bytes: int) -> str:
+    """`10 MB` — sizes as members read them (binary megabytes, as Discord counts them)."""
+    return f"{n_bytes // MiB} MB" if n_bytes % MiB == 0 else f"{n_bytes / MiB:.1f} MB"
+
+
+def formats_text(formats: tuple[str, ...]) -> str:
+    """`jpeg/png/webp` from the MIME types."""
+    return "/".join(f.removeprefix("image/") for f in formats)
+
+
+def counts_text(counts: tuple[int, ...]) -> str:
+    """`1 or 3` from image counts (zero, meaning text only, left out)."""
+    shown = [str(n) for n in counts if n]
+    return " or ".join(shown)
 
 
 def union(attr: str, models: tuple[str, ...]) -> tuple[str | int, ...]:
@@ -248,8 +295,9 @@ def describe(spec: ModelSpec) -> dict[str, str]:
     if spec.enhance_prompt:
         extras.append("enhance_prompt (true only)")
     if (spec.image_formats, spec.image_max_bytes) != (UPLOAD_FORMATS, UPLOAD_MAX_BYTES):
-        kinds = "/".join(f.removeprefix("image/") for f in spec.image_formats)
-        extras.append(f"image {kinds} ≤ {spec.image_max_bytes // (1024 * 1024)} MB")
+        extras.append(
+            f"image {formats_text(spec.image_formats)} ≤ {size_text(spec.image_max_bytes)}"
+        )
     if not spec.aspect_ratio_with_image:
         extras.append("no aspect ratio with an image")
     return {

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.core.apimart import (
@@ -29,6 +29,7 @@ from bot.core.clock import Clock
 from bot.core.job import Job, JobState
 from bot.core.poller import Notifier, Poller
 from bot.core.request import PENDING_PREFIX, RequestInvalid, VideoRequest, check_image_file
+from bot.core.reroll import UNKNOWN_JOB, RerollGuard, refusal
 from bot.core.store import LeaseLost, Store
 
 if TYPE_CHECKING:
@@ -54,6 +55,32 @@ class ImageFile:
     data: bytes
     filename: str
     content_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a job came from and where its messages go: the shape of the job's `origin` column.
+
+    Front ends pass values; the core decides the shape, and the notifier of that front end
+    reads it back. Ids are strings (Discord snowflakes exceed a JSON double).
+    """
+
+    #: Which front end: `discord`, `cli`.
+    kind: str
+    channel_id: str | None = None
+    #: The status message to edit as the job runs.
+    message_id: str | None = None
+    requester_id: str | None = None
+    guild_id: str | None = None
+    #: The per-file size the result may have where it is posted (bytes).
+    upload_limit: int | None = None
+    #: When the request's images and reference video were handed over (a re-roll: its
+    #: source's, since it sends the same URLs); the re-roll rules measure their age from it.
+    media_at: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The stored form (unset fields left out)."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 class VideoApi(Protocol):
@@ -98,6 +125,7 @@ class JobService:
         self.notifier = notifier
         self.clock = clock
         self.webhook_url = webhook_url
+        self.rerolls = RerollGuard(clock)
         #: This worker's leases (several processes on one database): a job created here is
         #: leased to this worker from its first row on. None: the only process.
         self.leases: Leases | None = None
@@ -116,7 +144,7 @@ class JobService:
         self,
         request: VideoRequest,
         *,
-        origin: dict[str, Any] | None = None,
+        origin: Origin | None = None,
         requester: str | None = None,
         guild_id: str | None = None,
     ) -> Job:
@@ -130,7 +158,7 @@ class JobService:
         job = await self.store.create(
             request,
             now=self.clock.now(),
-            origin=origin,
+            origin=origin.as_dict() if origin is not None else None,
             requester=requester,
             guild_id=guild_id,
             owner=owner,
@@ -139,6 +167,28 @@ class JobService:
         if self.leases is not None:
             self.leases.hold(job)
         log.info("job %s: created (%s)", job.id, request.summary())
+        return job
+
+    async def place(self, job: Job, origin: Origin) -> Job:
+        """Record where the job's messages go, once the front end has shown its status."""
+        return await self.store.update(job, origin=origin.as_dict())
+
+    async def get(self, job_id: int) -> Job | None:
+        return await self.store.get(job_id)
+
+    async def recent(self, *, requester: str, limit: int = 10) -> list[Job]:
+        """A member's latest jobs, newest first (`/video jobs`)."""
+        return await self.store.recent(requester=requester, limit=limit)
+
+    async def reroll_source(self, job_id: int, member: str) -> Job | str:
+        """The job `member` may re-roll now, or the sentence saying why not.
+
+        Call it holding a claim from `self.rerolls` (taken before the front end's first await).
+        """
+        job = await self.store.get(job_id)
+        why = refusal(job, member, self.clock.now())
+        if why is not None or job is None:
+            return why or UNKNOWN_JOB
         return job
 
     async def launch(self, job: Job, files: Sequence[ImageFile] = ()) -> Job:
@@ -195,7 +245,7 @@ class JobService:
         request: VideoRequest,
         files: Sequence[ImageFile] = (),
         *,
-        origin: dict[str, Any] | None = None,
+        origin: Origin | None = None,
         requester: str | None = None,
         guild_id: str | None = None,
     ) -> Job:

@@ -79,7 +79,7 @@ class VideoRequest(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _normalise(cls, data: Any) -> Any:
-        """Canonical spellings (model id, `4K` vs `4k`, `landscape`) and the catalog's rules."""
+        """Canonical spellings (model id, a resolution's case, `landscape`) and the catalog's rules."""
         if not isinstance(data, dict):
             return data
         data = {k: v for k, v in data.items() if v is not None}
@@ -163,7 +163,7 @@ class VideoRequest(BaseModel):
         return body
 
     def summary(self) -> str:
-        """`sora-2 · 8s · 720p · 16:9` — the line shown in status messages and job lists."""
+        """`model · duration · resolution · ratio`: the line in status messages and job lists."""
         parts = [self.model]
         duration = self.effective_duration
         parts.append(f"{duration}s" if duration is not None else "video length")

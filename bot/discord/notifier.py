@@ -32,14 +32,13 @@ from typing import Any
 import aiohttp
 import discord
 
+from bot.core.catalog import DEFAULT_UPLOAD_LIMIT
 from bot.core.clock import Clock
 from bot.core.job import Job, JobState
 from bot.discord import render
 
 log = logging.getLogger(__name__)
 
-#: Discord's default per-file upload limit for bots when the origin did not record one.
-DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 #: Discord's code for "Request entity too large" (the 413 of file uploads).
 ENTITY_TOO_LARGE = 40005
 

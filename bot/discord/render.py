@@ -14,9 +14,9 @@ from typing import Any
 
 import discord
 
-from bot.core.catalog import CATALOG, describe
+from bot.core.catalog import CATALOG, FAMILIES, describe
 from bot.core.job import Job, JobState
-from bot.core.progress import progress_bar
+from bot.core.progress import duration_text, progress_bar
 from bot.core.request import RequestInvalid
 
 CONTENT_LIMIT = 2000
@@ -60,20 +60,6 @@ def clip(text: str, limit: int) -> str:
 def timestamp(unix: float, style: str = "R") -> str:
     """A Discord timestamp (`<t:…:R>`): every member sees it in their own time zone."""
     return f"<t:{int(unix)}:{style}>"
-
-
-def duration_text(seconds: float | None) -> str:
-    """`42 s`, `3 min 5 s`, `1 h 2 min` — for elapsed time and estimates."""
-    if seconds is None:
-        return "—"
-    total = max(0, round(seconds))
-    if total < 60:
-        return f"{total} s"
-    minutes, secs = divmod(total, 60)
-    if minutes < 60:
-        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
 
 
 def cost_text(job: Job) -> str:
@@ -263,9 +249,7 @@ def details(job: Job) -> Rendered:
 def job_list(jobs: Sequence[Job], now: float) -> Rendered:
     """`/video jobs`: the caller's recent jobs, one line each, with state, cost and link."""
     if not jobs:
-        return Rendered(
-            content="You have no video jobs yet. Start one with `/video omni`, `/video veo` or `/video sora`."
-        )
+        return Rendered(content=f"You have no video jobs yet. Start one with {_commands()}.")
     lines = []
     for job in jobs:
         line = f"**#{job.id}** {_state_label(job)} · `{job.request.summary()}` · {cost_text(job)}"
@@ -284,12 +268,17 @@ def job_list(jobs: Sequence[Job], now: float) -> Rendered:
     return Rendered(embeds=[_embed("Your recent videos", description.rstrip(), COLOUR_RUNNING)])
 
 
+def _commands() -> str:
+    """`/video omni`, `/video veo` or `/video sora` — one command per catalog family."""
+    names = [f"`/video {family}`" for family in FAMILIES]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
 def models() -> Rendered:
     """`/video models`: what each model accepts, straight from the catalog."""
     embed = _embed(
         "Video models",
-        "Pick one with `/video omni`, `/video veo` or `/video sora`; options you leave out use "
-        "the model's default.",
+        f"Pick one with {_commands()}; options you leave out use the model's default.",
         COLOUR_RUNNING,
     )
     for spec in CATALOG.values():

@@ -11,10 +11,22 @@ import asyncio
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bot.core.catalog import CATALOG, describe
+from bot.core.catalog import (
+    CATALOG,
+    DEFAULT_MODEL,
+    FAMILIES,
+    ChoiceParam,
+    ImageStyle,
+    ModelSpec,
+    counts_text,
+    describe,
+    family_name,
+    union,
+)
 from bot.core.config import Settings, load_settings
 from bot.core.logs import setup_logging
 from bot.core.request import RequestInvalid, build_request
@@ -24,6 +36,54 @@ EXIT_OK, EXIT_TASK_FAILED, EXIT_INVALID, EXIT_API = 0, 1, 2, 3
 log = logging.getLogger("bot")
 
 
+def _who(has: Callable[[ModelSpec], object]) -> str:
+    """`Veo` — the families (as help names them) with a model for which `has` is true."""
+    return "/".join(family_name(f) for f in FAMILIES if any(has(CATALOG[m]) for m in FAMILIES[f]))
+
+
+def _everywhere(attr: str) -> tuple[Any, ...]:
+    """One attribute's values over every model, in catalog order, each spelling once."""
+    seen: dict[str, Any] = {}
+    for value in union(attr, tuple(CATALOG)):
+        seen.setdefault(str(value).lower(), value)
+    return tuple(seen.values())
+
+
+def _choice_values(name: str) -> list[str]:
+    return list(_choice_param(name).choices)
+
+
+def _choice_param(name: str) -> ChoiceParam:
+    """The first catalog entry of choice parameter `name` (its models share the choices)."""
+    for spec in CATALOG.values():
+        param = spec.choice_param(name)
+        if param is not None:
+            return param
+    raise KeyError(name)
+
+
+def _int_range(name: str) -> str:
+    """`0..4294967295` — the catalog's range of an integer parameter."""
+    for spec in CATALOG.values():
+        param = spec.int_param(name)
+        if param is not None:
+            return f"{param.minimum}..{param.maximum}"
+    raise KeyError(name)
+
+
+def _images_help() -> str:
+    """How many images each family takes, and in which roles (Veo: frames, in order)."""
+    parts = []
+    for family, models in FAMILIES.items():
+        spec = CATALOG[models[0]]
+        if spec.image_style is ImageStyle.FRAMES:
+            what = ", then ".join(spec.image_roles)
+        else:
+            what = counts_text(tuple(int(n) for n in union("image_counts", models)))
+        parts.append(f"{family_name(family)}: {what}")
+    return f"reference image, repeatable, in order ({'; '.join(parts)}). Local files are uploaded."
+
+
 def add_commands(sub: Any) -> None:
     """The terminal's verbs, added to the `reelbot` parser by `bot.app`."""
     gen = sub.add_parser("generate", help="make one video from the terminal")
@@ -31,38 +91,66 @@ def add_commands(sub: Any) -> None:
     gen.add_argument(
         "--model",
         "-m",
-        default="sora-2",
+        default=DEFAULT_MODEL,
         choices=list(CATALOG),
         metavar="ID",
-        help=f"model id: {', '.join(CATALOG)} (default sora-2)",
+        help=f"model id: {', '.join(CATALOG)} (default {DEFAULT_MODEL})",
     )
     gen.add_argument("--duration", "-d", type=int, help="seconds (see `reelbot models`)")
-    gen.add_argument("--resolution", "-r", help="e.g. 720p, 1080p, 4k")
-    gen.add_argument("--aspect-ratio", "-a", help="16:9 or 9:16")
+    resolutions = [str(r) for r in _everywhere("resolutions")]
     gen.add_argument(
-        "--image",
-        "-i",
-        action="append",
-        default=[],
-        metavar="PATH_OR_URL",
-        help="reference image, repeatable, in order (Omni: 1 or 3; Veo: first "
-        "frame, then last frame; Sora: 1). Local files are uploaded.",
+        "--resolution",
+        "-r",
+        help=f"{', '.join(resolutions[:-1])} or {resolutions[-1]}, as the model allows",
     )
-    gen.add_argument("--mode", choices=["frame", "reference"], help="Omni: how images are used")
-    gen.add_argument("--video", metavar="URL", help="Omni: a reference video URL (motion)")
-    gen.add_argument("--negative-prompt", help="Veo: what to avoid")
-    gen.add_argument("--seed", type=int, help="Veo: 0..4294967295")
+    gen.add_argument("--aspect-ratio", "-a", help=" or ".join(_everywhere("aspect_ratios")))
     gen.add_argument(
-        "--samples", type=int, dest="sample_count", help="Veo: videos per request, 1..4"
+        "--image", "-i", action="append", default=[], metavar="PATH_OR_URL", help=_images_help()
     )
-    gen.add_argument("--audio", action="store_true", default=None, help="Veo: generate audio")
-    gen.add_argument("--people", choices=["allow_adult", "disallow"], help="Veo: person generation")
-    gen.add_argument("--resize", choices=["pad", "crop"], help="Veo: fit of the first frame")
+    gen.add_argument(
+        "--mode",
+        choices=list(_everywhere("modes")),
+        help=f"{_who(lambda s: s.modes)}: how images are used",
+    )
+    gen.add_argument(
+        "--video",
+        metavar="URL",
+        help=f"{_who(lambda s: s.max_reference_videos)}: a reference video URL (motion)",
+    )
+    gen.add_argument(
+        "--negative-prompt", help=f"{_who(lambda s: s.negative_prompt)}: what to avoid"
+    )
+    gen.add_argument(
+        "--seed", type=int, help=f"{_who(lambda s: s.int_param('seed'))}: {_int_range('seed')}"
+    )
+    gen.add_argument(
+        "--samples",
+        type=int,
+        dest="sample_count",
+        help=f"{_who(lambda s: s.int_param('sample_count'))}: videos per request, "
+        f"{_int_range('sample_count')}",
+    )
+    gen.add_argument(
+        "--audio",
+        action="store_true",
+        default=None,
+        help=f"{_who(lambda s: s.generate_audio)}: generate audio",
+    )
+    gen.add_argument(
+        "--people",
+        choices=_choice_values("person_generation"),
+        help=f"{_who(lambda s: s.choice_param('person_generation'))}: person generation",
+    )
+    gen.add_argument(
+        "--resize",
+        choices=_choice_values("resize_mode"),
+        help=f"{_who(lambda s: s.choice_param('resize_mode'))}: fit of the first frame",
+    )
     gen.add_argument(
         "--enhance-prompt",
         action="store_true",
         default=None,
-        help="Veo: let the API enhance the prompt",
+        help=f"{_who(lambda s: s.enhance_prompt)}: let the API enhance the prompt",
     )
     gen.add_argument(
         "--fake",

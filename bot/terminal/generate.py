@@ -18,7 +18,7 @@ from aiohttp import web
 
 from bot.core.config import Settings
 from bot.core.job import Job
-from bot.core.jobs import ImageFile
+from bot.core.jobs import ImageFile, Origin
 from bot.core.poller import FixedSchedule
 from bot.core.progress import progress_bar
 from bot.core.request import VideoRequest
@@ -125,7 +125,7 @@ async def run_generate(
                 settings, notifier, database_url=database_url, resume=False, schedule=schedule
             )
         )
-        job = await runtime.jobs.create(request, origin={"kind": "cli"})
+        job = await runtime.jobs.create(request, origin=Origin(kind="cli"))
         waiter = notifier.waiter(job.id)
         await runtime.jobs.launch(job, files)
         return await waiter

@@ -1,10 +1,11 @@
-"""A clock that only moves when told to, for tests and the simulated benchmark."""
+"""Clocks for tests and the benchmark: one that moves only when told to, one sped up."""
 
 from __future__ import annotations
 
 import asyncio
 import heapq
 import itertools
+import time
 
 
 class ManualClock:
@@ -70,3 +71,32 @@ class ManualClock:
     async def _settle(rounds: int = 5) -> None:
         for _ in range(rounds):
             await asyncio.sleep(0)
+
+
+class ScaledClock:
+    """Wall time sped up `scale` times, matching the stand-in API's `time_scale`.
+
+    The bot then reasons in the API's time (a 240 s job is 240 s to the schedule) while the run
+    takes 240/scale real seconds.
+    """
+
+    def __init__(self, scale: float) -> None:
+        self.scale = scale
+        self._t0 = time.time()
+        self._m0 = time.monotonic()
+
+    def now(self) -> float:
+        return self._t0 + (time.monotonic() - self._m0) * self.scale
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds) / self.scale)
+
+    async def wait(self, event: asyncio.Event, timeout: float) -> bool:
+        if event.is_set():
+            return True
+        try:
+            async with asyncio.timeout(max(0.0, timeout) / self.scale):
+                await event.wait()
+        except TimeoutError:
+            pass
+        return event.is_set()

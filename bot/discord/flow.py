@@ -1,0 +1,224 @@
+"""The Discord side of making a video, shared by the slash commands and the Re-roll button.
+
+Check that the result can be posted here, acknowledge, have the core write the job, turn the
+"thinking…" reply into the job's status message, record where it lives, read the attachments,
+launch. Every rule about jobs (origin's shape, who may re-roll, lifetimes, the double-click
+guard) is the core's (`bot.core.jobs`, `bot.core.reroll`); this module only does Discord I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from bot.core.catalog import DEFAULT_UPLOAD_LIMIT, ImageStyle, ModelSpec
+from bot.core.job import Job, JobState
+from bot.core.jobs import ImageFile, Origin, with_pending_uploads
+from bot.core.request import (
+    Problem,
+    RequestInvalid,
+    VideoRequest,
+    build_request,
+    check_image_file,
+    frame_images,
+)
+from bot.core.reroll import ALREADY_REROLLING, UNKNOWN_JOB, media_time
+from bot.discord import render
+from bot.discord.replies import mark_public_placeholder
+
+if TYPE_CHECKING:
+    from bot.discord.bot import ReelBot
+
+log = logging.getLogger(__name__)
+
+VIDEO_TYPES = ("video/",)
+UNREADABLE = "Discord would not hand over the attached file, so nothing was sent or charged."
+#: In a thread the bot needs Send Messages in Threads instead of Send Messages.
+THREAD_TYPES = frozenset(
+    {
+        discord.ChannelType.public_thread,
+        discord.ChannelType.private_thread,
+        discord.ChannelType.news_thread,
+    }
+)
+
+
+async def generate(
+    bot: ReelBot,
+    interaction: discord.Interaction,
+    spec: ModelSpec,
+    attachments: list[tuple[str, discord.Attachment]],
+    *,
+    video: discord.Attachment | None = None,
+    **fields: Any,
+) -> None:
+    """Validate (pure, fast) → ephemeral refusal, or defer → job → status → launch."""
+    try:
+        request = request_with_attachments(spec, attachments, video, **fields)
+    except RequestInvalid as exc:
+        log.info("refused /%s: %s", getattr(interaction.command, "qualified_name", "?"), exc)
+        await interaction.response.send_message(render.problems(exc), ephemeral=True)
+        return
+    await start(bot, interaction, request, [a for _, a in attachments])
+
+
+def request_with_attachments(
+    spec: ModelSpec,
+    attachments: list[tuple[str, discord.Attachment]],
+    video: discord.Attachment | None,
+    **fields: Any,
+) -> VideoRequest:
+    """The request, with placeholders for the images (their bytes are read after deferring)."""
+    for name, attachment in attachments:
+        check_image_file(spec, attachment.content_type, attachment.size, name)
+    if video is not None and not (video.content_type or "").startswith(VIDEO_TYPES):
+        shown = video.content_type or "an unknown type"
+        raise RequestInvalid(
+            [
+                Problem(
+                    "reference_video",
+                    f"{shown} is not a video; attach an mp4 or another video file",
+                )
+            ]
+        )
+    placeholders = [ImageFile(b"", a.filename, a.content_type or "") for _, a in attachments]
+    refs, _ = with_pending_uploads(placeholders)
+    if spec.image_style is ImageStyle.FRAMES:
+        by_name = dict(zip((name for name, _ in attachments), refs, strict=True))
+        refs = frame_images(by_name.get("first_frame"), by_name.get("last_frame"))
+    return build_request(
+        model=spec.id,
+        images=refs,
+        video_url=video.url if video is not None else None,
+        **fields,
+    )
+
+
+async def start(
+    bot: ReelBot,
+    interaction: discord.Interaction,
+    request: VideoRequest,
+    attachments: list[discord.Attachment],
+    *,
+    media_at: float | None = None,
+) -> Job | None:
+    """Acknowledge, persist, show the status message, fetch the images, launch.
+
+    `media_at`: when the request's images and video were handed over (a re-roll passes its
+    source's, since it sends the same URLs); defaults to now. None is returned when the bot
+    may not post the result here (refused privately, nothing sent).
+    """
+    runtime = bot.require_runtime()
+    missing = missing_permissions(interaction)
+    if missing:
+        await interaction.response.send_message(cannot_post(missing), ephemeral=True)
+        return None
+    media_at = runtime.clock.now() if media_at is None else media_at
+    await interaction.response.defer(thinking=True)
+    mark_public_placeholder(interaction)
+    member = str(interaction.user.id)
+    guild_id = str(interaction.guild_id) if interaction.guild_id else None
+    job = await runtime.jobs.create(
+        request, origin=Origin(kind="discord"), requester=member, guild_id=guild_id
+    )
+    status = await interaction.edit_original_response(
+        **render.status(job, runtime.clock.now()).kwargs()
+    )
+    mark_public_placeholder(interaction, False)
+    origin = Origin(
+        kind="discord",
+        channel_id=str(status.channel.id),
+        message_id=str(status.id),
+        requester_id=member,
+        guild_id=guild_id,
+        upload_limit=upload_limit(interaction),
+        media_at=media_at,
+    )
+    await runtime.jobs.place(job, origin)
+    bot.notifier_for_jobs().remember(job.id, interaction)
+    log.info("job %s: requested by %s in channel %s", job.id, member, status.channel.id)
+    try:
+        files = [ImageFile(await a.read(), a.filename, a.content_type or "") for a in attachments]
+    except (discord.HTTPException, OSError) as exc:
+        log.warning("job %s: could not read an attachment: %s", job.id, exc)
+        return await runtime.jobs.end(job, JobState.FAILED, "attachment_unreadable", UNREADABLE)
+    return await runtime.jobs.launch(job, files)
+
+
+async def reroll(bot: ReelBot, interaction: discord.Interaction, job_id: int) -> None:
+    """Same parameters again, if the core allows it (see `bot.core.reroll`); else say why."""
+    jobs = bot.require_runtime().jobs
+    member = str(interaction.user.id)
+    # Claimed before the first await, so two clicks that arrive together cannot both pass.
+    claim = jobs.rerolls.claim(job_id, member)
+    if claim is None:
+        await interaction.response.send_message(ALREADY_REROLLING, ephemeral=True)
+        return
+    started = False
+    try:
+        source = await jobs.reroll_source(job_id, member)
+        if isinstance(source, str):
+            await interaction.response.send_message(source, ephemeral=True)
+            return
+        job = await start(bot, interaction, source.request, [], media_at=media_time(source))
+        started = job is not None
+    finally:
+        claim.release(started)
+
+
+async def details(bot: ReelBot, interaction: discord.Interaction, job_id: int) -> None:
+    """Every parameter of a job, privately."""
+    job = await bot.require_runtime().jobs.get(job_id)
+    if job is None:
+        await interaction.response.send_message(UNKNOWN_JOB, ephemeral=True)
+        return
+    await interaction.response.send_message(**render.details(job).kwargs(), ephemeral=True)
+
+
+async def job_list(bot: ReelBot, interaction: discord.Interaction) -> None:
+    """`/video jobs`: the member's recent jobs, privately."""
+    runtime = bot.require_runtime()
+    recent = await runtime.jobs.recent(requester=str(interaction.user.id), limit=10)
+    rendered = render.job_list(recent, runtime.clock.now())
+    await interaction.response.send_message(**rendered.kwargs(), ephemeral=True)
+
+
+def missing_permissions(interaction: discord.Interaction) -> list[str]:
+    """What the bot lacks here to post a result (named as Discord's settings name them).
+
+    Attach Files is not required: without it the result goes as a link.
+    """
+    perms = interaction.app_permissions
+    in_thread = getattr(interaction.channel, "type", None) in THREAD_TYPES
+    needed = [
+        ("view_channel", "View Channel"),
+        ("send_messages_in_threads", "Send Messages in Threads")
+        if in_thread
+        else ("send_messages", "Send Messages"),
+        ("embed_links", "Embed Links"),
+    ]
+    return [label for attr, label in needed if not getattr(perms, attr)]
+
+
+def cannot_post(missing: list[str]) -> str:
+    """The refusal members see when the bot could not post the result where they asked."""
+    names = ", ".join(f"**{name}**" for name in missing)
+    several = len(missing) > 1
+    return (
+        f"I can't post videos in this channel: I'm missing the {names} "
+        f"permission{'s' if several else ''} here. Ask a moderator to grant "
+        f"{'them' if several else 'it'}, or use me in another channel. "
+        "Nothing was sent or charged."
+    )
+
+
+def upload_limit(interaction: discord.Interaction) -> int:
+    """The per-file limit where the result will be posted (boosted servers allow more)."""
+    limit = getattr(interaction, "attachment_size_limit", None) or getattr(
+        interaction, "filesize_limit", None
+    )
+    if not limit and interaction.guild is not None:
+        limit = interaction.guild.filesize_limit
+    return int(limit or DEFAULT_UPLOAD_LIMIT)
