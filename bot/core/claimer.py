@@ -93,18 +93,24 @@ class Claimer:
             return
         target = await self._share()
         held = len(self.leases.held)
+        live = self.registry.live_terminals if self.registry is not None else ()
+        before = self.leases.takeovers
+        claimed: list[Job] = []
         if held < target:
-            before = self.leases.takeovers
-            live = self.registry.live_terminals if self.registry is not None else ()
             claimed = await self.leases.claim(min(MAX_CLAIM, target - held), live_terminals=live)
-            for job in claimed:
-                try:
-                    await self.take_over(job)
-                except Exception:
-                    log.exception("job %s: taking it over failed; it stays leased", job.id)
-            if self.on_takeover is not None and self.leases.takeovers > before:
-                self.on_takeover(self.leases.takeovers - before)
-        elif held > target + max(2, math.ceil(target * 0.1)):
+        # A dead worker's jobs are taken at once, share or not: it still counts as live until
+        # its heartbeat is old, and its requesters should not wait for that. The surplus is
+        # given back (below) in later rounds.
+        claimed += await self.leases.claim(MAX_CLAIM, live_terminals=live, orphans_only=True)
+        for job in claimed:
+            try:
+                await self.take_over(job)
+            except Exception:
+                log.exception("job %s: taking it over failed; it stays leased", job.id)
+        if self.on_takeover is not None and self.leases.takeovers > before:
+            self.on_takeover(self.leases.takeovers - before)
+        held = len(self.leases.held)
+        if not claimed and held > target + max(2, math.ceil(target * 0.1)):
             await self._shed(held - target)
 
     async def _share(self) -> int:

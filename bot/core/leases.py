@@ -105,12 +105,18 @@ class Leases:
         return sa.or_(c.owner.is_(None), c.lease_until.is_(None), c.lease_until < now)
 
     async def claim(
-        self, limit: int, *, horizon: float | None = None, live_terminals: Iterable[str] = ()
+        self,
+        limit: int,
+        *,
+        horizon: float | None = None,
+        live_terminals: Iterable[str] = (),
+        orphans_only: bool = False,
     ) -> list[Job]:
         """Take up to `limit` jobs that need work and are free (or whose lease ran out).
 
         Earliest `next_poll_at` first (never-polled first of all); with `horizon`, only jobs
-        due by then. Returned jobs carry the new owner and fence; they are in `held`.
+        due by then; with `orphans_only`, only jobs whose owner's lease ran out (a dead
+        worker's). Returned jobs carry the new owner and fence; they are in `held`.
         """
         if limit <= 0:
             return []
@@ -122,6 +128,8 @@ class Leases:
             .order_by(c.next_poll_at.asc().nulls_first(), c.id)
             .limit(limit)
         )
+        if orphans_only:
+            pick = pick.where(c.owner.is_not(None), c.lease_until < now)
         if horizon is not None:
             pick = pick.where(sa.or_(c.next_poll_at.is_(None), c.next_poll_at <= horizon))
         values = {
