@@ -3,8 +3,8 @@
 The terminal (`generate`, `models`, `check`, `fake-api`) and Discord (`run`, `sync`,
 `commands`) each add their own verbs; this composition root assembles the parser and hands
 the parsed command to whichever front end owns it, so the front ends never import each other.
-Exit codes: 0 completed, 1 the task failed, 2 invalid input or settings, 3 the API refused or
-could not be reached.
+Exit codes: 0 completed, 1 the task failed, 2 invalid input or settings (or a database
+migrated by a newer reelbot), 3 the API refused or could not be reached.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from bot.core.config import SettingsError
+from bot.core.migrations import SchemaTooNew
 
 EXIT_INVALID = 2
 
@@ -49,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
         code = _dispatch(args)
-    except SettingsError as exc:
+    except (SettingsError, SchemaTooNew) as exc:
         print(exc, file=sys.stderr)
         code = EXIT_INVALID
     except KeyboardInterrupt:

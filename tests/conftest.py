@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.core.apimart import ApimartClient, RetryPolicy
@@ -39,6 +40,7 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     engine = create_async_engine(url)
     async with engine.begin() as conn:
         await conn.run_sync(metadata.drop_all)
+        await conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
     await engine.dispose()
     return url
 

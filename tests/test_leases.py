@@ -142,7 +142,7 @@ async def test_workers_share_the_budget_and_one_429_slows_all(store: Store) -> N
     assert first_limiter.max_rate == 20.0
     await second.register()
     # The newcomer waits until the first has seen it and halved its share.
-    assert second_limiter._paused_until >= CLOCK.now() + 0.5
+    assert second_limiter.paused_until >= CLOCK.now() + 0.5
     await first.beat()
     assert first_limiter.max_rate == second_limiter.max_rate == 10.0
     assert first.live_bots == second.live_bots == 2
@@ -150,7 +150,7 @@ async def test_workers_share_the_budget_and_one_429_slows_all(store: Store) -> N
     first_limiter.penalize(retry_after=3.0)
     await first.beat()  # published (the heartbeat loop does this at once on a 429)
     await second.beat()
-    assert second_limiter._paused_until >= CLOCK.now() + 2.0
+    assert second_limiter.paused_until >= CLOCK.now() + 2.0
     assert second_limiter.rate <= 5.0
 
     await second.unregister()

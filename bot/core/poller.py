@@ -15,7 +15,6 @@ import asyncio
 import heapq
 import itertools
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -31,6 +30,8 @@ from bot.core.apimart import (
 )
 from bot.core.clock import Clock
 from bot.core.job import Job, JobState
+from bot.core.ratelimit import MAX_PAUSE as MAX_PAUSE  # re-exported: it is the poller's
+from bot.core.ratelimit import RateLimiter
 from bot.core.store import LeaseLost
 
 if TYPE_CHECKING:
@@ -44,8 +45,6 @@ NOT_FOUND_LIMIT = 3
 PROGRESS_FLUSH_EVERY = 2.0
 #: On shutdown, polls and deliveries under way get this long (seconds) to finish.
 DRAIN_TIMEOUT = 5.0
-#: A 429's Retry-After pauses every poll; a huge value must not freeze the bot for hours.
-MAX_PAUSE = 60.0
 #: Answers that retrying will not fix (a 4xx, an unreadable answer, a refused key) in a row
 #: before the job is given up as `unknown` (it may still finish and be billed at APIMart).
 REFUSAL_LIMIT = 10
@@ -142,97 +141,6 @@ class FixedSchedule:
 
     def finished(self, tracked: Tracked, info: TaskInfo, now: float) -> None:
         return None
-
-
-class RateLimiter:
-    """A request budget shared by every poll: `rate` per second, paused after a 429.
-
-    A 429 halves the rate and pauses everyone for Retry-After (or a second); each quiet second
-    after that wins back a tenth of the configured rate, so the bot slows down together and
-    recovers by itself. The 429s of one burst (every request in flight gets one, and both the
-    API client's hook and the poller report it) halve the rate once, not once each.
-    """
-
-    #: 429s closer together than this (seconds) count as one burst.
-    BURST_WINDOW = 1.0
-
-    def __init__(self, clock: Clock, rate: float, burst: float | None = None) -> None:
-        self.clock = clock
-        self.max_rate = rate
-        self.rate = rate
-        self.burst = burst if burst is not None else max(1.0, rate)
-        self._tokens = self.burst
-        self._updated = clock.now()
-        self._paused_until = 0.0
-        self._last_cut = float("-inf")
-        self._lock = asyncio.Lock()
-        self.throttled = 0
-        #: The last 429's effect, (paused until, rate as a fraction of the maximum): what a
-        #: shared budget (bot/core/workers.py) publishes so that other workers slow down too.
-        self.last_penalty: tuple[float, float] | None = None
-        #: Called after every `penalize` (the shared budget publishes at once).
-        self.on_penalty: Callable[[], None] | None = None
-
-    def set_max_rate(self, rate: float, burst: float | None = None) -> None:
-        """This worker's share of a budget shared with others changed (workers came or went).
-
-        The current rate keeps its fraction of the maximum (a slow-down in progress stays).
-        """
-        if rate != self.max_rate:
-            self.rate = rate * (self.rate / self.max_rate)
-            self.max_rate = rate
-        self.burst = burst if burst is not None else max(1.0, rate)
-        self._tokens = min(self._tokens, self.burst)
-
-    def hold_until(self, until: float) -> None:
-        """Send nothing before `until` (a joining worker waits until the others make room)."""
-        self._paused_until = max(self._paused_until, until)
-
-    def slow_down(self, until: float, factor: float) -> None:
-        """Another worker saw a 429: pause until `until`, then go on at `factor` of the max."""
-        now = self.clock.now()
-        if until <= now:
-            return
-        self._paused_until = max(self._paused_until, until)
-        self.rate = min(self.rate, max(self.max_rate / 32, self.max_rate * factor))
-        self._tokens = 0.0
-
-    def _refill(self, now: float) -> None:
-        elapsed = max(0.0, now - self._updated)
-        self._updated = now
-        if self.rate < self.max_rate and now >= self._paused_until:
-            self.rate = min(self.max_rate, self.rate + self.max_rate * 0.1 * elapsed)
-        self._tokens = min(self.burst, self._tokens + elapsed * self.rate)
-
-    async def acquire(self) -> None:
-        async with self._lock:
-            while True:
-                now = self.clock.now()
-                if now < self._paused_until:
-                    await self.clock.sleep(self._paused_until - now)
-                    continue
-                self._refill(now)
-                if self._tokens >= 1.0:
-                    self._tokens -= 1.0
-                    return
-                await self.clock.sleep((1.0 - self._tokens) / self.rate)
-
-    def penalize(self, retry_after: float | None = None) -> None:
-        """Called on every 429, from the poller or straight from the API client."""
-        now = self.clock.now()
-        self.throttled += 1
-        if now - self._last_cut >= self.BURST_WINDOW:
-            self._last_cut = now
-            self.rate = max(self.max_rate / 32, self.rate / 2)
-        self._tokens = 0.0
-        pause = retry_after or 1.0
-        if pause > MAX_PAUSE:
-            log.warning("429 asked for a %.0f s pause; pausing all polls %.0f s", pause, MAX_PAUSE)
-            pause = MAX_PAUSE
-        self._paused_until = max(self._paused_until, now + pause)
-        self.last_penalty = (self._paused_until, self.rate / self.max_rate)
-        if self.on_penalty is not None:
-            self.on_penalty()
 
 
 def _run_seconds(info: TaskInfo, tracked: Tracked, now: float) -> float:

@@ -20,64 +20,14 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
+from bot.core import migrations
 from bot.core.job import TERMINAL, Job, JobState
 from bot.core.request import VideoRequest
+from bot.core.schema import LEASE_COLUMNS, jobs_table, metadata, workers_table
+
+__all__ = ["UPDATABLE", "LeaseLost", "Store", "jobs_table", "metadata", "workers_table"]
 
 log = logging.getLogger(__name__)
-
-metadata = sa.MetaData()
-
-jobs_table = sa.Table(
-    "jobs",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("state", sa.String(16), nullable=False, index=True),
-    sa.Column("model", sa.String(64), nullable=False),
-    sa.Column("request", sa.JSON, nullable=False),
-    sa.Column("origin", sa.JSON, nullable=False),
-    sa.Column("requester", sa.String(64), index=True),
-    sa.Column("guild_id", sa.String(64), index=True),
-    sa.Column("task_id", sa.String(128), index=True),
-    sa.Column("progress", sa.Integer, nullable=False, default=0),
-    sa.Column("estimated_time", sa.Float),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("submitted_at", sa.Float),
-    sa.Column("finished_at", sa.Float),
-    sa.Column("run_seconds", sa.Float),
-    sa.Column("cost", sa.Float),
-    sa.Column("credits_cost", sa.Float),
-    sa.Column("video_urls", sa.JSON, nullable=False),
-    sa.Column("expires_at", sa.Float),
-    sa.Column("error_code", sa.String(64)),
-    sa.Column("error_message", sa.Text),
-    sa.Column("delivered", sa.Boolean, nullable=False, default=False, index=True),
-    # Leases (bot/core/leases.py): which worker holds the job, until when, when it is next due
-    # for a poll, and the fencing token bumped at every claim.
-    sa.Column("owner", sa.String(64), index=True),
-    sa.Column("lease_until", sa.Float),
-    sa.Column("next_poll_at", sa.Float, index=True),
-    sa.Column("fence", sa.Integer, nullable=False, default=0, server_default="0"),
-    # A webhook reached a worker that does not hold the job: its owner polls it at once.
-    sa.Column("poked_at", sa.Float),
-)
-
-#: One row per live process (bot/core/workers.py): its heartbeat, and the API slow-down it last
-#: saw (a 429), which every other worker reads so that one 429 slows them all.
-workers_table = sa.Table(
-    "workers",
-    metadata,
-    sa.Column("id", sa.String(64), primary_key=True),
-    sa.Column("kind", sa.String(16), nullable=False),
-    sa.Column("host", sa.String(255), nullable=False),
-    sa.Column("pid", sa.Integer, nullable=False),
-    sa.Column("started_at", sa.Float, nullable=False),
-    sa.Column("heartbeat_at", sa.Float, nullable=False, index=True),
-    sa.Column("slow_until", sa.Float),
-    sa.Column("slow_factor", sa.Float),
-)
-
-#: Lease bookkeeping is written by `bot.core.leases` only, never through `Store.update`.
-LEASE_COLUMNS = frozenset({"owner", "lease_until", "next_poll_at", "fence", "poked_at"})
 
 #: Fields a caller may change through `Store.update`.
 UPDATABLE = frozenset(
@@ -159,6 +109,26 @@ def _row_to_job(row: sa.Row[Any]) -> Job:
     )
 
 
+def make_engine(url: str) -> AsyncEngine:
+    """The engine for `url`, set up as the store needs it (also for `reelbot db`)."""
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite") and (":memory:" in url or url.endswith("://")):
+        # An in-memory database lives in one connection: share it.
+        kwargs["poolclass"] = StaticPool
+    engine = create_async_engine(url, **kwargs)
+    if url.startswith("sqlite"):
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.close()
+
+    return engine
+
+
 class Store:
     """Async access to the jobs table. One instance per process, opened in `__main__`."""
 
@@ -187,24 +157,16 @@ class Store:
 
     @classmethod
     async def open(cls, url: str) -> Store:
-        """Connect and create the schema if needed (SQLite in WAL mode for concurrent reads)."""
-        kwargs: dict[str, Any] = {}
-        if url.startswith("sqlite") and (":memory:" in url or url.endswith("://")):
-            # An in-memory database lives in one connection: share it.
-            kwargs["poolclass"] = StaticPool
-        engine = create_async_engine(url, **kwargs)
-        if url.startswith("sqlite"):
+        """Connect and migrate the schema to head (SQLite in WAL mode for concurrent reads).
 
-            @event.listens_for(engine.sync_engine, "connect")
-            def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-                cursor = dbapi_conn.cursor()
-                cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute("PRAGMA synchronous=NORMAL")
-                cursor.execute("PRAGMA busy_timeout=5000")
-                cursor.close()
-
-        async with engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
+        Raises `migrations.SchemaTooNew` when a newer reelbot has migrated the database.
+        """
+        engine = make_engine(url)
+        try:
+            await migrations.upgrade(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
         return cls(engine)
 
     async def close(self) -> None:

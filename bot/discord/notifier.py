@@ -35,6 +35,7 @@ import discord
 from bot.core.catalog import DEFAULT_UPLOAD_LIMIT
 from bot.core.clock import Clock
 from bot.core.job import Job, JobState
+from bot.core.ratelimit import TokenBucket
 from bot.discord import render
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ ViewFactory = Callable[[Job], discord.ui.View | None]
 
 class EditThrottle:
     """At most one edit per message per `interval`, one per channel per `channel_interval`,
-    and `rate` edits per second overall."""
+    and `rate` edits per second overall (a `TokenBucket`, spent only by edits that go out)."""
 
     def __init__(
         self,
@@ -61,18 +62,13 @@ class EditThrottle:
         self.clock = clock
         self.interval = interval
         self.channel_interval = channel_interval
-        self.rate = rate
-        self.burst = burst if burst is not None else max(1.0, rate)
-        self._tokens = self.burst
-        self._refilled = clock.now()
+        self.overall = TokenBucket(clock, rate, burst)
         self._last: dict[int, float] = {}
         self._channel_last: dict[int, float] = {}
 
     def allow(self, key: int, channel: int | None = None) -> bool:
         """True (and counted) if an edit of `key` (in `channel`) may go out now."""
         now = self.clock.now()
-        self._tokens = min(self.burst, self._tokens + (now - self._refilled) * self.rate)
-        self._refilled = now
         last = self._last.get(key)
         if last is not None and now - last < self.interval:
             return False
@@ -80,9 +76,8 @@ class EditThrottle:
             channel_last = self._channel_last.get(channel)
             if channel_last is not None and now - channel_last < self.channel_interval:
                 return False
-        if self._tokens < 1.0:
+        if not self.overall.take():
             return False
-        self._tokens -= 1.0
         self._last[key] = now
         if channel is not None:
             if len(self._channel_last) > 1024:  # forget quiet channels; their limit has passed

@@ -30,6 +30,7 @@ from bot.core.catalog import (
 from bot.core.config import Settings, load_settings
 from bot.core.logs import setup_logging
 from bot.core.request import RequestInvalid, build_request
+from bot.terminal import db
 
 EXIT_OK, EXIT_TASK_FAILED, EXIT_INVALID, EXIT_API = 0, 1, 2, 3
 
@@ -161,6 +162,7 @@ def add_commands(sub: Any) -> None:
 
     sub.add_parser("models", help="what each model accepts")
     sub.add_parser("check", help="validate the settings and ask APIMart for the balance")
+    db.add_commands(sub)
 
     fake = sub.add_parser("fake-api", help="serve the stand-in APIMart on 127.0.0.1")
     fake.add_argument("--host", default="127.0.0.1")
@@ -185,6 +187,8 @@ def dispatch(args: argparse.Namespace) -> int | None:
         return _generate(args)
     if args.command == "check":
         return _check()
+    if args.command == "db":
+        return db.dispatch(args)
     if args.command == "fake-api":
         from bot.testing.fake_apimart import run_fake_api
 

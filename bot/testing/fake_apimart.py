@@ -490,7 +490,9 @@ class FakeApimart:
     ) -> web.StreamResponse:
         self.requests.append((request.method, request.path))
         agent = request.headers.get("User-Agent", "")[:200]
-        self.request_log.append(RequestRecord(time.monotonic(), request.method, request.path, agent))
+        self.request_log.append(
+            RequestRecord(time.monotonic(), request.method, request.path, agent)
+        )
         return await handler(request)
 
     async def _ticker(self) -> None:
