@@ -3,8 +3,8 @@
 Every `CLAIM_EVERY` seconds a bot worker:
 
 1. polls at once the held jobs a webhook marked due on another worker (`Leases.poked`);
-2. renews its leases when a third of `LEASE_SECONDS` has passed, and forgets the jobs whose
-   lease it lost (no message: the new owner carries on);
+2. (on a loop of its own, every quarter of `LEASE_SECONDS`) renews its leases, and forgets
+   the jobs whose lease it lost (no message: the new owner carries on);
 3. claims up to its fair share of the jobs that need work — open jobs / live bots, so a
    fresh worker gets work and a dead one's jobs are spread over the rest — and hands each
    to `take_over` (poll it, deliver it, or settle a submit a dead worker left halfway);
@@ -57,16 +57,40 @@ class Claimer:
         #: notifier is bound (the loop meanwhile keeps its own jobs' leases alive).
         self.claiming = False
         self.every = every
-        self.renew_every = leases.lease_seconds / 3
-        self._last_renew = clock.now()
+        self.renew_every = leases.lease_seconds / 4
         self._task: asyncio.Task[None] | None = None
+        self._renewer: asyncio.Task[None] | None = None
         #: Called with the number of jobs taken over from a dead worker (a metrics counter).
         self.on_takeover: Callable[[int], None] | None = None
 
     def start(self) -> None:
-        """Run the loop in the background (renewing leases; claiming after `resume`)."""
+        """Run the loops in the background: renewing leases; claiming after `resume`."""
         if self._task is None:
             self._task = asyncio.create_task(self._loop(), name="reelbot-claimer")
+        if self._renewer is None:
+            self._renewer = asyncio.create_task(self._renew_loop(), name="reelbot-renewer")
+
+    async def _renew_loop(self) -> None:
+        """Renewals on their own loop: a slow claim round never lets held leases run out."""
+        while True:
+            asleep = self.clock.now()
+            await self.clock.sleep(self.renew_every)
+            started = self.clock.now()
+            late = started - asleep - self.renew_every
+            try:
+                for job_id in await self.leases.renew():
+                    self.poller.forget(job_id)
+            except Exception:
+                log.exception("renewing leases failed; retrying")
+            took = self.clock.now() - started
+            if late + took > self.leases.lease_seconds / 2:
+                # The lease is at risk: an overloaded process (or database) is the usual cause.
+                log.warning(
+                    "lease renewal ran %.1fs late and took %.1fs (LEASE_SECONDS=%g)",
+                    late,
+                    took,
+                    self.leases.lease_seconds,
+                )
 
     async def resume(self) -> None:
         """Start claiming, with one round at once (a bot's resume at startup)."""
@@ -84,11 +108,6 @@ class Claimer:
     async def tick(self) -> None:
         for task_id in await self.leases.poked():
             self.poller.poke(task_id)
-        now = self.clock.now()
-        if now - self._last_renew >= self.renew_every:
-            self._last_renew = now
-            for job_id in await self.leases.renew():
-                self.poller.forget(job_id)
         if not self.claiming:
             return
         target = await self._share()
@@ -133,6 +152,15 @@ class Claimer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+    async def close(self) -> None:
+        """Stop renewing (after `release_all`): what is still held runs out in one lease."""
+        await self.stop()
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
+            self._renewer = None
 
     async def release_all(self) -> None:
         """After the poller drained: give every resting job back so others take it at once.

@@ -271,7 +271,10 @@ class JobService:
         → deliver it. Returns which of these it was.
         """
         if job.state is JobState.RUNNING:
-            self.poller.track(job, due=job.next_poll_at)
+            # When its last holder meant to look again (released cleanly), else at once: what
+            # happened since the last poll is unknown, and its requester has waited a lease.
+            due = job.next_poll_at if job.next_poll_at is not None else self.clock.now()
+            self.poller.track(job, due=due)
             return "polling"
         if job.state is JobState.CREATED:
             await self.end(job, JobState.FAILED, "interrupted", INTERRUPTED_MESSAGE, later=True)

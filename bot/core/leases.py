@@ -180,17 +180,32 @@ class Leases:
         kept: set[int] = set()
         c = jobs_table.c
         for start in range(0, len(ids), RENEW_CHUNK):
-            chunk = ids[start : start + RENEW_CHUNK]
+            chunk = sorted(ids[start : start + RENEW_CHUNK])
+            # Rows another transaction is writing right now are skipped, not waited for (a
+            # renewal stuck behind locks would let every other lease run out meanwhile).
+            mine = (
+                sa.select(c.id)
+                .where(c.owner == self.worker_id, c.id.in_(chunk))
+                .order_by(c.id)
+                .with_for_update(skip_locked=True)
+            )
             stmt = (
                 jobs_table.update()
-                .where(c.owner == self.worker_id, c.id.in_(chunk))
+                .where(c.id.in_(mine.scalar_subquery()))
                 .values(lease_until=until)
                 .returning(c.id, c.fence)
             )
             async with self.store.transaction() as conn:
                 rows = (await conn.execute(stmt)).all()
+                renewed = {r.id for r in rows if self.held.get(r.id) == r.fence}
+                skipped = [i for i in chunk if i not in renewed]
+                if skipped:
+                    # Skipped (busy) or lost? Only a new owner or fence says lost.
+                    check = sa.select(c.id).where(c.id.in_(skipped), c.owner == self.worker_id)
+                    still = {r.id for r in (await conn.execute(check)).all()}
+                    renewed |= {i for i in still if self.held.get(i) is not None}
             self.round_trips += 1
-            kept.update(r.id for r in rows if self.held.get(r.id) == r.fence)
+            kept.update(renewed)
         lost = [i for i in ids if i not in kept and i in self.held]
         for job_id in lost:
             self.drop(job_id)
@@ -220,7 +235,7 @@ class Leases:
         """Give jobs back (clean stop, shedding load), each with when it is next due."""
         count = 0
         c = jobs_table.c
-        items = list(releases)
+        items = sorted(releases, key=lambda item: item[0].id)
         if not items:
             return 0
         async with self.store.transaction() as conn:
@@ -243,9 +258,15 @@ class Leases:
     async def poked(self) -> list[str]:
         """Task ids of held jobs that a webhook reaching another worker marked due now."""
         c = jobs_table.c
+        poked = (
+            sa.select(c.id)
+            .where(c.owner == self.worker_id, c.poked_at.is_not(None))
+            .order_by(c.id)
+            .with_for_update(skip_locked=True)
+        )
         stmt = (
             jobs_table.update()
-            .where(c.owner == self.worker_id, c.poked_at.is_not(None))
+            .where(c.id.in_(poked.scalar_subquery()))
             .values(poked_at=None)
             .returning(c.task_id)
         )

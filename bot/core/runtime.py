@@ -195,6 +195,7 @@ async def open_runtime(
                 await runtime.stop_work()
                 # Hand the resting jobs to the other workers now rather than in a lease.
                 await claimer.release_all()
+                await claimer.close()
                 workers_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await workers_task

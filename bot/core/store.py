@@ -247,29 +247,40 @@ class Store:
         job.request = request
 
     async def update_many(self, changes: Iterable[tuple[Job, dict[str, Any]]]) -> list[Job]:
-        """Several small updates in one transaction (progress from a batch of polls).
+        """Several small cosmetic updates (progress from a batch of polls) in one round trip.
 
-        Each is conditional on its job's lease, as in `update`; the jobs whose lease was lost
-        are returned (nothing written for them) instead of failing the batch.
+        Each is conditional on its job's lease, as in `update`; a job whose lease was lost
+        is simply not written (its renewal reports the loss). Nothing is returned as lost.
         """
-        changes = list(changes)
-        lost: list[Job] = []
+        # In id order, as every multi-row write does (no lock cycles between workers).
+        changes = sorted(changes, key=lambda change: change[0].id)
         if not changes:
-            return lost
-        async with self._writing() as conn:
-            for job, fields in changes:
-                result = await conn.execute(
-                    jobs_table.update().where(held_by(job)).values(**fields)
-                )
-                if result.rowcount == 0:
-                    lost.append(job)
-        lost_ids = {job.id for job in lost}
+            return []
+        by_fields: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for job, fields in changes:
-            if job.id in lost_ids:
-                continue
+            params = {f"v_{k}": v for k, v in fields.items()}
+            params.update(b_id=job.id, b_owner=job.owner, b_fence=job.fence)
+            by_fields.setdefault(tuple(sorted(fields)), []).append(params)
+        c = jobs_table.c
+        async with self._writing() as conn:
+            for names, rows in by_fields.items():
+                stmt = (
+                    jobs_table.update()
+                    .where(
+                        c.id == sa.bindparam("b_id"),
+                        sa.or_(
+                            c.owner == sa.bindparam("b_owner"),
+                            sa.and_(c.owner.is_(None), sa.bindparam("b_owner").is_(None)),
+                        ),
+                        c.fence == sa.bindparam("b_fence"),
+                    )
+                    .values({name: sa.bindparam(f"v_{name}") for name in names})
+                )
+                await conn.execute(stmt, rows)  # executemany: one pipelined round trip
+        for job, fields in changes:
             for name, value in fields.items():
                 setattr(job, name, value)
-        return lost
+        return []
 
     async def get(self, job_id: int) -> Job | None:
         async with self.engine.connect() as conn:
