@@ -196,6 +196,15 @@ async def open_runtime(
                 # Hand the resting jobs to the other workers now rather than in a lease.
                 await claimer.release_all()
                 await claimer.close()
+                log.info(
+                    "leases: %d claimed, %d taken over, %d lost; %d lease and %d heartbeat "
+                    "database round trips",
+                    leases.claimed,
+                    leases.takeovers,
+                    leases.lost,
+                    leases.round_trips,
+                    workers.round_trips,
+                )
                 workers_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await workers_task

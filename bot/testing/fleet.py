@@ -193,8 +193,12 @@ class Fleet:
 
     async def add_running(self, count: int, durations: list[float]) -> list[int]:
         """`count` jobs already submitted, round-robin over the guilds; returns tag numbers."""
-        assert self.store is not None and self._session is not None
-        tags = []
+        return await self.insert_running(await self.submit_tasks(count, durations))
+
+    async def submit_tasks(self, count: int, durations: list[float]) -> list[dict[str, Any]]:
+        """Submit `count` tasks to the stand-in (as a worker would); the rows for them."""
+        assert self._session is not None
+        rows = []
         for index in range(count):
             number = self._take_tag()
             guild_id, channel_id = self.channels[index % len(self.channels)]
@@ -206,36 +210,43 @@ class Fleet:
                 headers={"Authorization": f"Bearer {API_KEY}"},
             ) as resp:
                 body = await resp.json()
-            task_id = body["data"][0]["task_id"]
             now = time.time()
-            # One insert, already running: a job row in `created` would be claimed (and
-            # settled as interrupted) by a worker between two writes, as it should be.
-            values = {
-                "state": JobState.RUNNING.value,
-                "model": request.model,
-                "request": request.model_dump(mode="json", exclude_none=True),
-                "origin": {
-                    "kind": "discord",
-                    "channel_id": str(channel_id),
+            rows.append(
+                {
+                    "tag": number,
+                    "state": JobState.RUNNING.value,
+                    "model": request.model,
+                    "request": request.model_dump(mode="json", exclude_none=True),
+                    "origin": {
+                        "kind": "discord",
+                        "channel_id": str(channel_id),
+                        "guild_id": str(guild_id),
+                        "requester_id": str(USER_ID),
+                    },
+                    "requester": str(USER_ID),
                     "guild_id": str(guild_id),
-                    "requester_id": str(USER_ID),
-                },
-                "requester": str(USER_ID),
-                "guild_id": str(guild_id),
-                "task_id": task_id,
-                "progress": 0,
-                "created_at": now,
-                "submitted_at": now,
-                "video_urls": [],
-                "delivered": False,
-                "fence": 0,
-            }
-            async with self.store.transaction() as conn:
+                    "task_id": body["data"][0]["task_id"],
+                    "progress": 0,
+                    "created_at": now,
+                    "submitted_at": now,
+                    "video_urls": [],
+                    "delivered": False,
+                    "fence": 0,
+                }
+            )
+        return rows
+
+    async def insert_running(self, rows: list[dict[str, Any]]) -> list[int]:
+        """Write the rows as running jobs in one transaction (a row in `created` would be
+        claimed, and settled as interrupted, by a worker between two writes — as it should)."""
+        assert self.store is not None
+        async with self.store.transaction() as conn:
+            for row in rows:
+                values = {k: v for k, v in row.items() if k != "tag"}
                 inserted = await conn.execute(jobs_table.insert().values(**values))
-            assert inserted.inserted_primary_key is not None
-            self.jobs[number] = int(inserted.inserted_primary_key[0])
-            tags.append(number)
-        return tags
+                assert inserted.inserted_primary_key is not None
+                self.jobs[row["tag"]] = int(inserted.inserted_primary_key[0])
+        return [row["tag"] for row in rows]
 
     async def slash(self, count: int) -> list[int]:
         """`count` `/video sora` commands, round-robin over the guilds, sent to every worker."""
