@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from bot.core.config import SettingsError
 from bot.core.migrations import SchemaTooNew
+from bot.core.store import StoreUnavailable
 
 EXIT_INVALID = 2
 
@@ -52,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = _dispatch(args)
     except (SettingsError, SchemaTooNew) as exc:
         print(exc, file=sys.stderr)
+        code = EXIT_INVALID
+    except StoreUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
         code = EXIT_INVALID
     except KeyboardInterrupt:
         code = 130

@@ -55,6 +55,8 @@ class World:
             POLL_INTERVAL="0.2",
             POLL_MAX_INTERVAL="1",
             LOG_LEVEL="DEBUG",
+            # Any free port: several bots (and other test runs) share this machine.
+            HTTP_LISTEN="127.0.0.1:0",
         )
         return env
 
@@ -100,8 +102,8 @@ def _mentions_video(message: dict[str, Any]) -> bool:
     return ".mp4" in text
 
 
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
+@pytest.fixture(name="world")
+async def world_fixture(tmp_path: Path) -> AsyncIterator[World]:
     api = FakeApimart(api_key=API_KEY, time_scale=60.0)  # a 4-minute job takes 4 s
     runner = web.AppRunner(api.app)
     await runner.setup()

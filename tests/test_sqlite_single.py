@@ -14,11 +14,7 @@ import sqlite3
 import pytest
 
 from bot.testing.fake_apimart import FakeTaskPlan
-from tests import test_e2e
-from tests.test_e2e import World, _wait, running_bot
-
-#: The end-to-end tests' world: a fake Discord and the stand-in API in this process.
-world = test_e2e.world
+from tests.test_e2e import World, _wait, running_bot, world_fixture  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.e2e
 

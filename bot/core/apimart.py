@@ -26,7 +26,6 @@ import json
 import logging
 import math
 import random
-import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +36,8 @@ import aiohttp
 from pydantic import SecretStr
 
 from bot.core.catalog import UPLOAD_LIFETIME_S
+from bot.core.job import plausible_money, plausible_time
+from bot.core.scrub import register_secret, scrub
 
 __all__ = [
     "ApiUnreachable",
@@ -70,7 +71,13 @@ _STATUS_ALIASES = {
     "error": "failed",
     "canceled": "cancelled",
 }
-_MAX_API_MESSAGE = 500
+#: The largest answer read from APIMart (bytes). Task and upload answers are a few KB; a proxy
+#: that streams gigabytes must not take the process's memory with it.
+MAX_ANSWER_BYTES = 1024 * 1024
+#: Deeper JSON than this is refused as unreadable (it is never a real answer, and Python's
+#: recursive JSON handling would otherwise end in a RecursionError somewhere downstream).
+MAX_JSON_DEPTH = 64
+_READ_CHUNK = 64 * 1024
 
 
 # --------------------------------------------------------------------------- errors
@@ -238,9 +245,6 @@ _BY_TYPE: dict[str, type[ApimartError]] = {
 }
 
 
-_BEARER = re.compile(r"Bearer\s+[^\s\"'<>,;]+", re.IGNORECASE)
-
-
 def _class_for(status: int | None, error_type: str | None) -> type[ApimartError]:
     if status is not None:
         if status in _BY_STATUS:
@@ -363,10 +367,10 @@ class TaskInfo:
         error_message: str | None = None
         error = data.get("error")
         if isinstance(error, Mapping):
-            error_code = _str(error.get("code"))
-            error_message = _str(error.get("message"))
+            error_code = scrub(_str(error.get("code")), limit=64)
+            error_message = scrub(_str(error.get("message")))
         elif isinstance(error, str):
-            error_message = _str(error)
+            error_message = scrub(_str(error))
 
         return cls(
             task_id=tid,
@@ -376,10 +380,10 @@ class TaskInfo:
             actual_time=_num(data.get("actual_time")),
             created=_num(data.get("created")),
             completed=_num(data.get("completed")),
-            cost=_num(data.get("cost")),
-            credits_cost=_num(data.get("credits_cost")),
+            cost=plausible_money(_num(data.get("cost"))),
+            credits_cost=plausible_money(_num(data.get("credits_cost"))),
             video_urls=tuple(dict.fromkeys(urls)),
-            expires_at=min(expiries) if expiries else None,
+            expires_at=plausible_time(min(expiries)) if expiries else None,
             error_code=error_code,
             error_message=error_message,
             raw=dict(data),
@@ -436,6 +440,43 @@ class RetryPolicy:
         return backoff
 
 
+async def _read_bounded(resp: aiohttp.ClientResponse, method: str, path: str) -> bytes:
+    """The answer's body, refused as "too large" past MAX_ANSWER_BYTES (memory stays small)."""
+    too_large = ProtocolError(
+        api_message=f"answer too large (over {MAX_ANSWER_BYTES // 1024} KiB)",
+        status=resp.status,
+        method=method,
+        path=path,
+    )
+    if resp.content_length is not None and resp.content_length > MAX_ANSWER_BYTES:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await resp.content.read(_READ_CHUNK):
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _shallow(value: Any, limit: int) -> bool:
+    """True when `value` nests at most `limit` levels (checked without recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return False
+        stack.extend((child, depth + 1) for child in children)
+    return True
+
+
 def _parse_retry_after(value: str | None) -> float | None:
     """Seconds from a Retry-After header (delta-seconds or HTTP date)."""
     if not value:
@@ -481,6 +522,7 @@ class ApimartClient:
         self._key = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
         if not self._key.get_secret_value():
             raise ValueError("api_key is empty")
+        register_secret(self._key.get_secret_value())
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
@@ -665,7 +707,7 @@ class ApimartClient:
                 },
                 timeout=self._timeout,
             ) as resp:
-                raw = await resp.read()
+                raw = await _read_bounded(resp, method, path)
                 status = resp.status
                 retry_after = _parse_retry_after(resp.headers.get("Retry-After"))
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
@@ -697,15 +739,8 @@ class ApimartClient:
         return self._decode(method, path, status, raw, retry_after)
 
     def _scrub(self, text: str) -> str:
-        """Remove the key (and any bearer token) from text bound for logs, then shorten it."""
-        key = self._key.get_secret_value()
-        if key and key in text:
-            text = text.replace(key, "***")
-        text = _BEARER.sub("Bearer ***", text)
-        text = " ".join(text.split())
-        if len(text) > _MAX_API_MESSAGE:
-            text = text[: _MAX_API_MESSAGE - 1] + "…"
-        return text
+        """The core's one scrubber (this client's key is registered with it)."""
+        return scrub(text) or ""
 
     def _decode(
         self, method: str, path: str, status: int, raw: bytes, retry_after: float | None
@@ -720,6 +755,20 @@ class ApimartClient:
             parsed = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
             parsed = None
+        except RecursionError:
+            raise ProtocolError(
+                api_message="the answer is nested too deeply",
+                status=status,
+                method=method,
+                path=path,
+            ) from None
+        if parsed is not None and not _shallow(parsed, MAX_JSON_DEPTH):
+            raise ProtocolError(
+                api_message="the answer is nested too deeply",
+                status=status,
+                method=method,
+                path=path,
+            )
 
         if 200 <= status < 300:
             if not isinstance(parsed, dict):

@@ -9,9 +9,11 @@ token, `run` does.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -59,9 +61,20 @@ class Settings(BaseSettings):
     #: How long a worker's claim on a job lasts without renewal (renewed every third of it):
     #: a worker that dies has its jobs taken over this long after its last renewal.
     LEASE_SECONDS: float = Field(30.0, ge=1, le=3600)
+    #: How long (seconds) a job is followed before it is reported `unknown` (it may still be
+    #: billed). The slowest models take well under an hour; two hours leaves room for queues.
+    JOB_TIMEOUT: float = Field(7200.0, ge=60, le=7 * 86400)
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     WEBHOOK_PUBLIC_URL: str | None = None
-    WEBHOOK_LISTEN: str = "0.0.0.0:8080"
+    #: Where `reelbot run` serves /healthz, /readyz, /metrics and the webhook's /callback.
+    HTTP_LISTEN: str = "0.0.0.0:8080"
+    #: Deprecated alias of HTTP_LISTEN (the webhook had its own listener before); see
+    #: `_listen_alias`.
+    WEBHOOK_LISTEN: str | None = None
+    LOG_FORMAT: Literal["text", "json"] = "text"
+    #: Discord sharding: the total number of shards, and which of them this process runs.
+    SHARD_COUNT: int | None = Field(None, ge=1, le=65_536)
+    SHARD_IDS: str | None = None
     #: Used by the end-to-end tests and the offline demo to point discord.py at a local fake.
     DISCORD_API_BASE: str | None = None
     DISCORD_GATEWAY_URL: str | None = None
@@ -70,6 +83,16 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("LOG_FORMAT", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("SHARD_COUNT", mode="before")
+    @classmethod
+    def _blank_count(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("APIMART_BASE_URL", "WEBHOOK_PUBLIC_URL")
     @classmethod
@@ -95,13 +118,22 @@ class Settings(BaseSettings):
             raise ValueError("use sqlite:///path/to/file.db or postgresql://user:pass@host/db")
         return value
 
-    @field_validator("WEBHOOK_LISTEN")
+    @field_validator("HTTP_LISTEN", "WEBHOOK_LISTEN")
     @classmethod
-    def _host_port(cls, value: str) -> str:
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
         host, _, port = value.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        # Port 0 asks the system for a free port (tests, several workers on one host).
+        if not host or not port.isdigit() or not 0 <= int(port) < 65536:
             raise ValueError("use HOST:PORT, for example 0.0.0.0:8080")
         return value
+
+    @field_validator("SHARD_IDS", mode="before")
+    @classmethod
+    def _blank_ids(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
     def _intervals(self) -> Settings:
@@ -109,10 +141,53 @@ class Settings(BaseSettings):
             raise ValueError("POLL_MAX_INTERVAL must be at least POLL_INTERVAL")
         return self
 
+    @model_validator(mode="after")
+    def _listen_alias(self) -> Settings:
+        """WEBHOOK_LISTEN still works (one listener now serves everything) unless it
+        contradicts HTTP_LISTEN: then the operator must pick one."""
+        if self.WEBHOOK_LISTEN is None:
+            return self
+        if "HTTP_LISTEN" in self.model_fields_set and self.HTTP_LISTEN != self.WEBHOOK_LISTEN:
+            raise ValueError(
+                "WEBHOOK_LISTEN is replaced by HTTP_LISTEN (one listener serves /callback, "
+                "/healthz, /readyz and /metrics): remove WEBHOOK_LISTEN"
+            )
+        self.HTTP_LISTEN = self.WEBHOOK_LISTEN
+        return self
+
+    @model_validator(mode="after")
+    def _shards(self) -> Settings:
+        if self.SHARD_IDS is not None and self.SHARD_COUNT is None:
+            raise ValueError("SHARD_IDS needs SHARD_COUNT (the total number of shards)")
+        if self.SHARD_COUNT is not None:
+            parse_shard_ids(self.SHARD_IDS, self.SHARD_COUNT)  # raises with a clear message
+        return self
+
     @property
-    def webhook_listen(self) -> tuple[str, int]:
-        host, _, port = self.WEBHOOK_LISTEN.rpartition(":")
-        return host, int(port)
+    def http_listen(self) -> tuple[str, int]:
+        host, _, port = self.HTTP_LISTEN.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    @property
+    def listen_deprecated(self) -> bool:
+        """True when the listener address came from the old WEBHOOK_LISTEN (log a hint)."""
+        return self.WEBHOOK_LISTEN is not None
+
+    @property
+    def shard_ids(self) -> list[int] | None:
+        """The shards this process runs (all of them without SHARD_IDS); None: unsharded."""
+        if self.SHARD_COUNT is None:
+            return None
+        return parse_shard_ids(self.SHARD_IDS, self.SHARD_COUNT)
+
+    def secret_values(self) -> list[str]:
+        """What the logs must never show: the tokens and the database password."""
+        values = [s.get_secret_value() for s in (self.DISCORD_TOKEN, self.APIMART_API_KEY) if s]
+        with contextlib.suppress(ValueError):
+            password = urlsplit(self.DATABASE_URL).password
+            if password:
+                values.append(password)
+        return values
 
     def sqlite_path(self) -> Path | None:
         """The database file, so its folder can be created on first run."""
@@ -122,6 +197,42 @@ class Settings(BaseSettings):
             if path and path != ":memory:":
                 return Path(path)
         return None
+
+
+#: More shard ids than this in one process is a typo, not a plan (Discord: 2,500 guilds each).
+MAX_SHARDS_PER_PROCESS = 1024
+
+
+def parse_shard_ids(text: str | None, count: int) -> list[int]:
+    """`0-3`, `0,2,5` or `0-3,8` → sorted unique ids, each below `count`; None → all.
+
+    Raises ValueError naming the problem and the allowed values, so the settings error says
+    exactly what to fix.
+    """
+    if text is None:
+        if count > MAX_SHARDS_PER_PROCESS:
+            raise ValueError(f"SHARD_COUNT {count} needs SHARD_IDS: this process's share")
+        return list(range(count))
+    ids: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        low, dash, high = part.partition("-")
+        if not low.strip().isdigit() or (dash and not high.strip().isdigit()):
+            raise ValueError(
+                f"SHARD_IDS: {part!r} is not a shard id or range; use e.g. 0-3 or 0,2,5"
+            )
+        first, last = int(low), int(high) if dash else int(low)
+        if first > last:
+            raise ValueError(f"SHARD_IDS: range {part!r} runs backwards; use e.g. 0-3")
+        if last >= count:
+            raise ValueError(
+                f"SHARD_IDS: shard {last} does not exist with SHARD_COUNT={count} "
+                f"(allowed: 0-{count - 1})"
+            )
+        if last - first + 1 + len(ids) > MAX_SHARDS_PER_PROCESS:
+            raise ValueError(f"SHARD_IDS: more than {MAX_SHARDS_PER_PROCESS} shards in one process")
+        ids.update(range(first, last + 1))
+    return sorted(ids)
 
 
 def load_settings(*, require: tuple[str, ...] = (), env_file: str | None = ".env") -> Settings:

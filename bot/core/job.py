@@ -8,11 +8,39 @@ final outcome reached its requester, so a restart posts every result exactly onc
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from bot.core.request import VideoRequest
+
+#: The most a single video can plausibly cost (money or credits). A larger figure (1e300), a
+#: negative one or NaN is a broken answer: shown as unknown, never as money.
+MAX_PLAUSIBLE_COST = 1_000_000.0
+#: Unix times past this (the year 2200) are broken answers, not dates.
+MAX_PLAUSIBLE_TIME = 7_258_118_400.0
+
+
+def plausible_money(value: float | None) -> float | None:
+    """`value` when it can be a real cost, else None (unknown)."""
+    if value is None or not math.isfinite(value) or not 0 <= value <= MAX_PLAUSIBLE_COST:
+        return None
+    return value
+
+
+def plausible_time(value: float | None) -> float | None:
+    """`value` when it can be a real unix time, else None (unknown)."""
+    if value is None or not math.isfinite(value) or not 0 < value <= MAX_PLAUSIBLE_TIME:
+        return None
+    return value
+
+
+#: What a job's `notice` means, in words any front end may show.
+NOTICES = {
+    "slow": "taking longer than usual",
+    "delayed": "delayed: APIMart is not answering about it right now; still following it",
+}
 
 
 class JobState(StrEnum):
@@ -57,11 +85,16 @@ class Job:
     error_code: str | None = None
     error_message: str | None = None
     delivered: bool = False
+    #: A neutral word for the requester while the job runs ("delayed", "slow"), not stored:
+    #: front ends render it (see NOTICES); None when all is as expected.
+    notice: str | None = None
     #: The worker holding this job's lease (None: nobody), and the fencing token of that
     #: claim. Every write of the job is conditional on both (`Store.update`): a worker whose
     #: lease was taken over writes nothing.
     owner: str | None = None
     fence: int = 0
+    #: Until when `owner` holds it (epoch seconds; renewed while the owner lives).
+    lease_until: float | None = None
     #: When the job is next due for a poll, as its last holder left it (None: at once).
     next_poll_at: float | None = None
 

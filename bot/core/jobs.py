@@ -9,6 +9,7 @@ there is no idempotency key, so a second submit would be a second charge.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -27,6 +28,7 @@ from bot.core.apimart import (
 )
 from bot.core.clock import Clock
 from bot.core.job import Job, JobState
+from bot.core.owner import owned_elsewhere
 from bot.core.poller import Notifier, Poller
 from bot.core.request import PENDING_PREFIX, RequestInvalid, VideoRequest, check_image_file
 from bot.core.reroll import UNKNOWN_JOB, RerollGuard, refusal
@@ -46,6 +48,8 @@ BALANCE_EMPTY = (
     "or charged. The bot's operator has been alerted; please try again once it is topped up."
 )
 INTERRUPTED_MESSAGE = "reelbot stopped before this job was sent to APIMart. Nothing was charged."
+#: Writing the task id after a billed submit is retried after these pauses (seconds).
+RECORD_RETRY_DELAYS = (0.2, 1.0, 3.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +81,10 @@ class Origin:
     #: When the request's images and reference video were handed over (a re-roll: its
     #: source's, since it sends the same URLs); the re-roll rules measure their age from it.
     media_at: float | None = None
+    #: A terminal's job: which process follows it, and when it last said so (`bot.core.owner`).
+    host: str | None = None
+    pid: int | None = None
+    heartbeat: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The stored form (unset fields left out)."""
@@ -129,6 +137,26 @@ class JobService:
         #: This worker's leases (several processes on one database): a job created here is
         #: leased to this worker from its first row on. None: the only process.
         self.leases: Leases | None = None
+        #: Submits sent and not yet recorded; a graceful stop waits for them (`drain`).
+        self._sending = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closing = False
+
+    async def drain(self, timeout: float) -> bool:
+        """Refuse new submits and wait (at most `timeout`) for those already sent.
+
+        A submit under way may already be billed: stopping before its answer is recorded would
+        lose the task id. Returns False when some were still under way at the deadline.
+        """
+        self._closing = True
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        except TimeoutError:
+            log.warning("stopping with %d submit(s) still unanswered", self._sending)
+            return False
+        return True
 
     @staticmethod
     def check_files(request: VideoRequest, files: Sequence[ImageFile]) -> None:
@@ -216,6 +244,19 @@ class JobService:
         except ApimartError as exc:
             message = f"The image upload failed: {exc}"
             return await self.end(job, JobState.FAILED, "upload_failed", message)
+        if self._closing:
+            return await self.end(job, JobState.FAILED, "interrupted", INTERRUPTED_MESSAGE)
+        self._sending += 1
+        self._idle.clear()
+        try:
+            return await self._send(job, request)
+        finally:
+            self._sending -= 1
+            if not self._sending:
+                self._idle.set()
+
+    async def _send(self, job: Job, request: VideoRequest) -> Job:
+        """The one submit, and recording what it proved (counted by `drain`)."""
         await self.store.update(job, state=JobState.SUBMITTING)
         payload = request.to_payload()
         if self.webhook_url:
@@ -229,16 +270,47 @@ class JobService:
             if isinstance(exc, PaymentRequired | AuthenticationFailed):
                 log.error("job %s: operator action needed: %s", job.id, exc)
             return await self.end(job, JobState.FAILED, _error_code(exc), refusal_message(exc))
-        await self.store.update(
-            job, state=JobState.RUNNING, task_id=task_id, submitted_at=self.clock.now()
-        )
-        log.info("job %s: submitted as task %s", job.id, task_id)
+        # Billed from here on: the id goes to the log at once, whatever the store does next.
+        log.info("job %s: APIMart accepted it as task %s", job.id, task_id)
+        if not await self._record_submitted(job, task_id):
+            job.task_id = task_id
+            message = (
+                f"APIMart accepted this job as task {task_id}, but reelbot could not record "
+                "that (database error), so it is not followed. The video may still be made "
+                f"and billed; `reelbot status {task_id}` looks it up."
+            )
+            return await self.end(job, JobState.UNKNOWN, "task_id_unrecorded", message)
         self.poller.track(job)
         try:
             await self.notifier.job_progress(job)
         except Exception:
             log.exception("job %s: could not show the submitted status", job.id)
         return job
+
+    async def _record_submitted(self, job: Job, task_id: str) -> bool:
+        """Write the task id (bounded retries: a locked SQLite file, a restarting PostgreSQL)."""
+        for attempt, pause in enumerate((*RECORD_RETRY_DELAYS, None), start=1):
+            try:
+                await self.store.update(
+                    job, state=JobState.RUNNING, task_id=task_id, submitted_at=self.clock.now()
+                )
+                return True
+            except LeaseLost:
+                # Its new owner settles it as `unknown` (the submit may have been billed); the
+                # task id is in the log line above for the operator.
+                raise
+            except Exception as exc:
+                log.error(
+                    "job %s: recording task %s failed (attempt %d): %s",
+                    job.id,
+                    task_id,
+                    attempt,
+                    type(exc).__name__,
+                )
+                if pause is None:
+                    return False
+                await self.clock.sleep(pause)
+        return False
 
     async def submit(
         self,
@@ -255,10 +327,27 @@ class JobService:
         return await self.launch(job, files)
 
     async def resume(self) -> dict[str, int]:
-        """At startup (one process, no leases): take over every unfinished job."""
-        counts = {"polling": 0, "interrupted": 0, "unknown": 0, "redelivered": 0}
+        """At startup, one process without leases (tests, benchmarks): take over every
+        unfinished job nobody else holds, and follow again the `unknown` ones with a task."""
+        counts = {
+            "polling": 0,
+            "interrupted": 0,
+            "unknown": 0,
+            "redelivered": 0,
+            "owned elsewhere": 0,
+            "followed again": 0,
+        }
+        now = self.clock.now()
         for job in await self.store.unfinished():
+            if owned_elsewhere(job, now):
+                # Leased by a live process (a terminal following it): not ours to touch.
+                counts["owned elsewhere"] += 1
+                continue
             counts[await self.take_over(job)] += 1
+        for job in await self.store.unknown_with_task(since=now - self.poller.max_age):
+            if not owned_elsewhere(job, now) and job.id not in self.poller:
+                await self.follow_again(job)
+                counts["followed again"] += 1
         if any(counts.values()):
             log.info("resumed jobs: %s", counts)
         return counts
@@ -286,6 +375,25 @@ class JobService:
             return "unknown"
         self.poller.spawn(self.poller.deliver(job))
         return "redelivered"
+
+    async def follow_again(self, job: Job, *, track: bool = True) -> Job:
+        """Follow an `unknown` job that has a task id again (its end was never learned).
+
+        `track=False` only marks it running, for whoever starts next to follow it.
+        """
+        assert job.task_id is not None
+        await self.store.update(
+            job,
+            state=JobState.RUNNING,
+            finished_at=None,
+            error_code=None,
+            error_message=None,
+            delivered=False,
+        )
+        log.info("job %s: following task %s again", job.id, job.task_id)
+        if track:
+            self.poller.track(job, started=job.submitted_at or job.created_at)
+        return job
 
     async def _upload(self, job: Job, files: Sequence[ImageFile]) -> VideoRequest:
         request = job.request
@@ -318,7 +426,17 @@ class JobService:
         }
         if state is JobState.FAILED:
             fields["cost"] = 0.0
-        await self.store.update(job, **fields)
+        if job.task_id is not None:
+            fields["task_id"] = job.task_id
+        try:
+            await self.store.update(job, **fields)
+        except LeaseLost:
+            raise  # another worker holds the job: it says what is to be said, once
+        except Exception:
+            # Say it anyway: the requester (the CLI's output) is the last place it can go.
+            log.exception("job %s: its end could not be stored; reporting it anyway", job.id)
+            for name, value in fields.items():
+                setattr(job, name, value)
         if later:
             self.poller.spawn(self.poller.deliver(job))
         else:

@@ -171,6 +171,25 @@ class Leases:
         self.claimed += len(jobs)
         return jobs
 
+    async def claim_one(self, job_id: int, *, live_terminals: Iterable[str] = ()) -> Job | None:
+        """Take one given job if nobody holds it (whatever its state): `reelbot status`
+        following a job, a bot following an `unknown` one again. None when it is held."""
+        now = self.clock.now()
+        c = jobs_table.c
+        stmt = (
+            jobs_table.update()
+            .where(c.id == job_id, self._claimable(now, live_terminals))
+            .values(owner=self.worker_id, lease_until=now + self.lease_seconds, fence=c.fence + 1)
+            .returning(*jobs_table.c)
+        )
+        async with self.store.transaction() as conn:
+            rows = (await conn.execute(stmt)).all()
+        self.round_trips += 1
+        jobs = rows_to_jobs(rows)
+        for job in jobs:
+            self.hold(job)
+        return jobs[0] if jobs else None
+
     async def renew(self) -> list[int]:
         """Extend every held lease; returns the ids whose lease was lost (now dropped)."""
         ids = list(self.held)

@@ -39,21 +39,36 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: A task the API says it does not know this many polls in a row is reported lost.
+#: A task the API says is *gone* (410) this many polls in a row is reported lost. A 404 is not
+#: proof (a replica may lag, a proxy may answer): it is followed like any other refusal.
 NOT_FOUND_LIMIT = 3
 #: Progress is cosmetic: it is written to the store in batches at most this often (seconds).
 PROGRESS_FLUSH_EVERY = 2.0
 #: On shutdown, polls and deliveries under way get this long (seconds) to finish.
 DRAIN_TIMEOUT = 5.0
-#: Answers that retrying will not fix (a 4xx, an unreadable answer, a refused key) in a row
-#: before the job is given up as `unknown` (it may still finish and be billed at APIMart).
-REFUSAL_LIMIT = 10
-#: A task still running after this long (seconds) is no longer followed (docs: 3–5 minutes).
-MAX_JOB_AGE = 6 * 3600.0
+#: Answers that do not tell the job's state (a 404, a 401/403, an unreadable answer) in a row
+#: before the requester is told the job is delayed. The job is still followed, more and more
+#: slowly, until its age limit: a key can be fixed and a proxy can recover, and the task may
+#: still finish and be billed.
+REFUSAL_LIMIT = 3
+#: Errors of our own (a store that refuses writes, a bug) while handling one job's polls, in a
+#: row, before the job is closed as `unknown` with its task id (`reelbot status` and the next
+#: start can follow it again). Every one counts; none is retried for ever.
+ERROR_LIMIT = 10
+#: A task still running after this long (seconds) is no longer followed (docs: 3–5 minutes;
+#: the slowest models take well under an hour). The JOB_TIMEOUT setting overrides it.
+MAX_JOB_AGE = 2 * 3600.0
+#: Without an estimate from APIMart, a job is "taking longer than usual" after this (seconds).
+SLOW_AFTER = 600.0
+#: Statuses of a task still under way, as documented; any other non-final status is logged
+#: once per job and treated as still running.
+RUNNING_STATUSES = frozenset({"submitted", "pending", "queued", "processing", "running"})
 #: A webhook hint for a task not yet followed (it raced the submit's answer) is kept this long.
 EARLY_HINT_TTL = 120.0
 #: Webhook hints poll one task at most this often (seconds), however many arrive.
 POKE_MIN_GAP = 1.0
+#: The loop wakes at least this often (seconds), so `heartbeat` proves it is alive (/readyz).
+HEARTBEAT_EVERY = 5.0
 
 
 class TaskReader(Protocol):
@@ -94,6 +109,8 @@ class Tracked:
     first_progress_at: float | None = None
     failures: int = 0
     not_found: int = 0
+    #: Consecutive errors of our own while handling this job (see ERROR_LIMIT).
+    errors: int = 0
     #: Consecutive answers that retrying will not fix (see REFUSAL_LIMIT).
     refusals: int = 0
     #: When the last poll was sent (0 before the first).
@@ -143,6 +160,12 @@ class FixedSchedule:
         return None
 
 
+def _age_text(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:g} hours"
+    return f"{seconds / 60:g} minutes"
+
+
 def _run_seconds(info: TaskInfo, tracked: Tracked, now: float) -> float:
     """How long the task ran, by the API's own clock when it says (no clock-skew surprises)."""
     if info.actual_time is not None:
@@ -165,7 +188,9 @@ class Poller:
         limiter: RateLimiter,
         *,
         concurrency: int = 16,
+        max_age: float = MAX_JOB_AGE,
     ) -> None:
+        self.max_age = max_age
         self.api = api
         self.store = store
         self.notifier = notifier
@@ -193,6 +218,8 @@ class Poller:
         self.leases: Leases | None = None
         #: Finished jobs handed to `deliver` and not delivered yet (by id).
         self._undelivered: dict[int, Job] = {}
+        #: When the loop last went round (clock time); stale means the loop is stuck or gone.
+        self.heartbeat = clock.now()
 
     # -- public API -------------------------------------------------------------------------
 
@@ -320,6 +347,7 @@ class Poller:
         try:
             while not self._stopping:
                 now = self.clock.now()
+                self.heartbeat = now
                 self._start_due(now)
                 if self._dirty and now - self._last_flush >= PROGRESS_FLUSH_EVERY:
                     self._spawn(self._flush_progress())
@@ -374,7 +402,7 @@ class Poller:
             timeout = max(0.0, self._heap[0][0] - now)
         if self._dirty:
             timeout = min(timeout, max(0.0, self._last_flush + PROGRESS_FLUSH_EVERY - now))
-        return timeout
+        return min(timeout, HEARTBEAT_EVERY)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -404,18 +432,78 @@ class Poller:
             await self._flush_progress()
 
     async def _poll(self, tracked: Tracked) -> None:
-        """One poll; whatever goes wrong, the job stays followed (never silently dropped)."""
+        """One poll; whatever goes wrong counts toward the job's bounds (never endless)."""
         try:
             await self._poll_once(tracked)
         except LeaseLost:
             self.forget(tracked.job.id)
-        except Exception:
-            # A database error, a bug: log it and look again later. The store still says
-            # `running`, so a restart would pick the job up too.
+        except Exception as exc:
+            # A database error, a bug, an answer that broke our parsing: look again later, but
+            # every such error counts, and the job's age limit holds as for any other error.
             self.errors += 1
-            log.exception("job %s: handling a poll failed; will retry", tracked.job.id)
-            if tracked.job.id in self._tracked and tracked.due == float("inf"):
+            tracked.errors += 1
+            job = tracked.job
+            if tracked.errors == 1:
+                log.exception("job %s: handling a poll failed; will retry", job.id)
+            else:  # the traceback was logged once; from here on, one line per error
+                log.warning(
+                    "job %s: handling a poll failed again (%d/%d): %s",
+                    job.id,
+                    tracked.errors,
+                    ERROR_LIMIT,
+                    type(exc).__name__,
+                )
+            if job.id not in self._tracked or tracked.due != float("inf"):
+                return
+            if tracked.errors >= ERROR_LIMIT or self._too_old(tracked):
+                await self._abandon(tracked)
+            else:
                 self._retry(tracked)
+
+    def _too_old(self, tracked: Tracked) -> bool:
+        return self.clock.now() - tracked.started > self.max_age
+
+    async def _abandon(self, tracked: Tracked) -> None:
+        """Close a job our own errors keep us from following; said once, with its task id."""
+        await self._record_end(
+            tracked,
+            {
+                "state": JobState.UNKNOWN,
+                "finished_at": self.clock.now(),
+                "error_code": "poll_errors",
+                "error_message": (
+                    f"reelbot could not keep following task {tracked.job.task_id} (errors on "
+                    "its side, logged for the operator). It may still finish and be billed; "
+                    f"`reelbot status {tracked.job.task_id}` looks it up again."
+                ),
+            },
+            force=True,
+        )
+        log.warning("job %s: given up after %d errors", tracked.job.id, tracked.errors)
+
+    async def _record_end(
+        self, tracked: Tracked, fields: dict[str, Any], *, force: bool = False
+    ) -> None:
+        """Write a job's end, then stop following it and deliver it.
+
+        A store that refuses the write makes the poll fail (retried, counted); once the job's
+        bounds are reached (`force`, or ERROR_LIMIT errors) the end is delivered from memory
+        anyway: a result we could not store still reaches its requester (the CLI prints it).
+        """
+        job = tracked.job
+        try:
+            await self.store.update(job, **fields)
+        except LeaseLost:
+            raise  # another worker holds it now: nothing to say, it will (`_poll`)
+        except Exception:
+            if not force and tracked.errors + 1 < ERROR_LIMIT and not self._too_old(tracked):
+                raise
+            log.exception("job %s: its end could not be stored; delivering it anyway", job.id)
+            for name, value in fields.items():
+                setattr(job, name, value)
+        job.notice = None
+        self._untrack(tracked)
+        self._spawn(self.deliver(job))
 
     async def _poll_once(self, tracked: Tracked) -> None:
         job = tracked.job
@@ -438,20 +526,23 @@ class Poller:
             return
         except ApimartError as exc:
             self.errors += 1
-            if isinstance(exc, TaskNotFound) or exc.status == 410:
+            if exc.status == 410 and not isinstance(exc, TaskNotFound):
                 tracked.not_found += 1
                 if tracked.not_found >= NOT_FOUND_LIMIT:
                     await self._lost(tracked)
                 else:
                     self._retry(tracked)
                 return
-            # 401/403, another 4xx, an unreadable answer: retrying may not help. Keep trying
-            # slowly (a key can be fixed), but give the job up after REFUSAL_LIMIT in a row.
+            # A 404, a 401/403, another 4xx, an unreadable answer: none proves the task ended
+            # (it may complete and be billed). Keep following, ever more slowly, until the
+            # age limit; after a few in a row, tell the requester the job is delayed.
             tracked.refusals += 1
-            log.error("job %s: polling task %s refused: %s", job.id, job.task_id, exc)
-            if tracked.refusals >= REFUSAL_LIMIT:
-                await self._give_up(tracked, f"APIMart kept refusing to show it ({exc}).")
-                return
+            if tracked.refusals == 1:
+                log.error("job %s: polling task %s refused: %s", job.id, job.task_id, exc)
+            if tracked.refusals == REFUSAL_LIMIT:
+                log.warning("job %s: %d refusals in a row; delayed", job.id, tracked.refusals)
+                job.notice = "delayed"
+                await self._notify_progress(job)
             if isinstance(exc, AuthenticationFailed | PermissionDenied):
                 tracked.failures = max(tracked.failures, 6)
             await self._retry_or_give_up(tracked)
@@ -463,30 +554,50 @@ class Poller:
         now = self.clock.now()
         if info.terminal:
             await self._finish(tracked, info, now)
+            tracked.errors = 0
             return
-        if now - tracked.started > MAX_JOB_AGE:
-            hours = MAX_JOB_AGE / 3600
-            await self._give_up(tracked, f"APIMart had not finished it after {hours:.0f} hours.")
+        if now - tracked.started > self.max_age:
+            await self._give_up(
+                tracked, f"APIMart had not finished it after {_age_text(self.max_age)}."
+            )
             return
+        if info.status not in RUNNING_STATUSES and info.status not in tracked.extra.setdefault(
+            "odd_statuses", set()
+        ):
+            tracked.extra["odd_statuses"].add(info.status)
+            log.warning(
+                "job %s: task %s has the undocumented status %r; treated as still running",
+                job.id,
+                job.task_id,
+                info.status[:40],
+            )
+        notice = job.notice
+        if notice == "delayed":
+            job.notice = None
+        estimate = info.estimated_time or SLOW_AFTER
+        if job.notice is None and now - tracked.started > estimate:
+            job.notice = "slow"
         progress = info.progress if info.progress is not None else job.progress
         if progress != tracked.last_progress:
             if tracked.first_progress_at is None and progress > 0:
                 tracked.first_progress_at = now
             tracked.last_progress = progress
             tracked.last_progress_at = now
-        if progress != job.progress or info.estimated_time != job.estimated_time:
+        moved = progress != job.progress or info.estimated_time != job.estimated_time
+        if moved:
             job.progress = progress
             job.estimated_time = info.estimated_time
             self._dirty[job.id] = tracked
+        if moved or job.notice != notice:
             await self._notify_progress(job)
+        tracked.errors = 0
         self._push(tracked, self._hinted(tracked, self.schedule.next_due(tracked, info, now)))
 
     async def _retry_or_give_up(self, tracked: Tracked) -> None:
         """Retry after an error, unless the job has been followed for too long already."""
-        if self.clock.now() - tracked.started > MAX_JOB_AGE:
-            hours = MAX_JOB_AGE / 3600
+        if self._too_old(tracked):
             await self._give_up(
-                tracked, f"APIMart could not be asked about it for {hours:.0f} hours."
+                tracked, f"APIMart could not be asked about it for {_age_text(self.max_age)}."
             )
         else:
             self._retry(tracked)
@@ -533,21 +644,20 @@ class Poller:
                 f"APIMart reports this video done but sent no link (task {job.task_id}). "
                 "The operator can look the task up in APIMart's console."
             )
-        await self.store.update(
-            job,
-            state=state,
-            progress=progress,
-            estimated_time=info.estimated_time,
-            finished_at=now,
-            run_seconds=_run_seconds(info, tracked, now),
-            cost=info.cost,
-            credits_cost=info.credits_cost,
-            video_urls=list(info.video_urls),
-            expires_at=info.expires_at,
-            error_code=error_code,
-            error_message=error_message,
-        )
-        self._untrack(tracked)
+        fields: dict[str, Any] = {
+            "state": state,
+            "progress": progress,
+            "estimated_time": info.estimated_time,
+            "finished_at": now,
+            "run_seconds": _run_seconds(info, tracked, now),
+            "cost": info.cost,
+            "credits_cost": info.credits_cost,
+            "video_urls": list(info.video_urls),
+            "expires_at": info.expires_at,
+            "error_code": error_code,
+            "error_message": error_message,
+        }
+        await self._record_end(tracked, fields)
         self.schedule.finished(tracked, info, now)
         log.info(
             "job %s: %s (task %s, cost %s, credits %s)",
@@ -557,37 +667,31 @@ class Poller:
             info.cost,
             info.credits_cost,
         )
-        # Posting a result (a video download, an upload to Discord) must not hold a poll slot.
-        self._spawn(self.deliver(job))
 
     async def _lost(self, tracked: Tracked) -> None:
-        await self.store.update(
-            tracked.job,
-            state=JobState.FAILED,
-            finished_at=self.clock.now(),
-            error_code="task_not_found",
-            error_message="APIMart no longer knows this task; it cannot be followed any further.",
-        )
-        self._untrack(tracked)
-        log.warning("job %s: task %s not found, given up", tracked.job.id, tracked.job.task_id)
-        self._spawn(self.deliver(tracked.job))
+        fields = {
+            "state": JobState.FAILED,
+            "finished_at": self.clock.now(),
+            "error_code": "task_not_found",
+            "error_message": "APIMart says this task is gone; it cannot be followed any further.",
+        }
+        log.warning("job %s: task %s gone, given up", tracked.job.id, tracked.job.task_id)
+        await self._record_end(tracked, fields, force=True)
 
     async def _give_up(self, tracked: Tracked, why: str) -> None:
         """Stop following a job whose end cannot be learned; it may still be billed."""
         job = tracked.job
-        await self.store.update(
-            job,
-            state=JobState.UNKNOWN,
-            finished_at=self.clock.now(),
-            error_code="not_followed",
-            error_message=(
+        fields = {
+            "state": JobState.UNKNOWN,
+            "finished_at": self.clock.now(),
+            "error_code": "not_followed",
+            "error_message": (
                 f"reelbot stopped following task {job.task_id}: {why} "
                 "If it finishes later it may still be billed."
             ),
-        )
-        self._untrack(tracked)
+        }
         log.warning("job %s: given up on task %s: %s", job.id, job.task_id, why)
-        self._spawn(self.deliver(job))
+        await self._record_end(tracked, fields, force=True)
 
     async def _notify_progress(self, job: Job) -> None:
         try:

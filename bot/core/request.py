@@ -39,6 +39,18 @@ class RequestInvalid(ValueError):
         super().__init__("; ".join(str(p) for p in self.problems))
 
 
+def _valid_text(text: str) -> bool:
+    """False for text with undecodable bytes (a terminal's lone surrogates) or NULs: the API
+    would refuse it after the job was written, or garble it."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _one_of(values: Iterable[object]) -> str:
     items = [str(v) for v in values]
     if len(items) == 1:
@@ -224,6 +236,10 @@ def _check(data: dict[str, Any]) -> list[Problem]:
     prompt = data.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         problems.append(Problem("prompt", "must not be empty"))
+    elif not _valid_text(prompt):
+        problems.append(
+            Problem("prompt", "is not valid UTF-8 text (check the terminal's encoding)")
+        )
 
     duration = data.get("duration")
     if duration is not None:

@@ -3,6 +3,8 @@
 As in discord.py's `advanced_startup.py`: one `aiohttp.ClientSession`, one store, one API
 client, one poller loop; opened in order, closed in reverse. `reelbot generate` and
 `reelbot run` both start here, so the terminal and Discord drive exactly the same pipeline.
+`reelbot run` also opens the operations side (`serve_http=True`): the HTTP listener with
+`/healthz`, `/readyz`, `/metrics` (and the webhook), and the sampler of the metrics gauges.
 """
 
 from __future__ import annotations
@@ -18,16 +20,26 @@ import aiohttp
 from bot.core.apimart import ApimartClient
 from bot.core.claimer import Claimer
 from bot.core.clock import Clock, SystemClock
-from bot.core.config import Settings
+from bot.core.config import Settings, SettingsError
+from bot.core.health import Readiness
+from bot.core.http import HttpListener
+from bot.core.identify import IdentifyGate
 from bot.core.jobs import JobService
 from bot.core.leases import Leases
+from bot.core.metrics import MeteredApimartClient, Metrics, Sampler
+from bot.core.owner import owned_elsewhere
 from bot.core.poller import Notifier, Poller, RateLimiter, Schedule
 from bot.core.schedule import AdaptiveSchedule
-from bot.core.store import Store
+from bot.core.scrub import register_secret
+from bot.core.store import Store, open_store
 from bot.core.webhook import WebhookServer
 from bot.core.workers import SqliteLock, WorkerRegistry, new_worker_id
 
 log = logging.getLogger(__name__)
+
+#: The poller loop counts as stuck when it has not gone round for this long (seconds); it
+#: wakes at least every `poller.HEARTBEAT_EVERY`.
+POLLER_STALE = 30.0
 
 
 @dataclass
@@ -43,8 +55,14 @@ class Runtime:
     leases: Leases
     claimer: Claimer
     workers: WorkerRegistry
-    #: The callback listener, when WEBHOOK_PUBLIC_URL is set.
+    metrics: Metrics
+    readiness: Readiness
+    identify_gate: IdentifyGate
+    #: The callback handler, when WEBHOOK_PUBLIC_URL is set (served by `http`).
     webhook: WebhookServer | None = None
+    #: The HTTP listener and the metrics sampler (`reelbot run` only).
+    http: HttpListener | None = None
+    sampler: Sampler | None = None
 
     @property
     def worker_id(self) -> str:
@@ -75,6 +93,17 @@ class Runtime:
             return 0
         before = self.leases.claimed
         await self.claimer.resume()
+        # `unknown` jobs with a task id whose end was never learned: followed again (each
+        # claimed first, so one worker does it).
+        now = self.clock.now()
+        for job in await self.store.unknown_with_task(since=now - self.poller.max_age):
+            if owned_elsewhere(job, now, self.worker_id) or job.id in self.poller:
+                continue
+            claimed = await self.leases.claim_one(
+                job.id, live_terminals=self.workers.live_terminals
+            )
+            if claimed is not None:
+                await self.jobs.follow_again(claimed)
         return self.leases.claimed - before
 
 
@@ -97,120 +126,184 @@ async def open_runtime(
     database_url: str | None = None,
     resume: bool = True,
     schedule: Schedule | None = None,
+    serve_http: bool = False,
+    expect_ready: tuple[str, ...] = (),
     role: str = "cli",
 ) -> AsyncIterator[Runtime]:
     """Open everything, resume unfinished jobs, start the poller; undo it all on exit.
 
     `schedule` defaults to the adaptive one (`make_schedule`), right for a bot with many jobs.
+    `serve_http` starts the HTTP listener and the metrics sampler; `expect_ready` names
+    readiness checks a front end will register later (`gateway`), unready until it does.
     `role`: `bot` (`reelbot run`) claims its share of every job that needs work, and on a
-    SQLite file is the only one allowed (`AlreadyRunning` otherwise); `cli`
-    (`reelbot generate`) only ever touches the jobs it creates. `resume=True` starts claiming
-    at once; a bot whose notifier binds later calls `Runtime.resume()` itself.
+    SQLite file is the only one allowed (`AlreadyRunning` otherwise); `cli` (`reelbot
+    generate`, `status`) only ever touches the jobs it creates or leases. `resume=True` starts
+    claiming at once; a bot whose notifier binds later calls `Runtime.resume()` itself.
     """
     clock = clock or SystemClock()
     url = database_url or settings.DATABASE_URL
     lock: SqliteLock | None = None
-    if path := (settings.sqlite_path() if database_url is None else None):
+    if role == "bot" and (path := (settings.sqlite_path() if database_url is None else None)):
         path.parent.mkdir(parents=True, exist_ok=True)
-        if role == "bot":
-            lock = SqliteLock(path)
-            lock.acquire()  # before anything else: a second bot stops here, touching nothing
+        lock = SqliteLock(path)
+        lock.acquire()  # before anything else: a second bot stops here, touching nothing
     assert settings.APIMART_API_KEY is not None
+    # Every outside text this process stores or shows is scrubbed of the secrets it holds.
+    for secret in (settings.APIMART_API_KEY, settings.DISCORD_TOKEN):
+        register_secret(secret.get_secret_value() if secret is not None else None)
     limiter = RateLimiter(clock, settings.API_REQUESTS_PER_SECOND)
+    metrics = Metrics()
+
+    def rate_limited(retry_after: float | None) -> None:
+        metrics.rate_limited(retry_after)
+        limiter.penalize(retry_after)
+
     worker_id = new_worker_id()
     # The worker id in the User-Agent lets an operator (and the tests) tell workers apart in
     # APIMart's request logs. It names a process, nothing secret.
     headers = {"User-Agent": f"reelbot ({worker_id})"}
-    async with aiohttp.ClientSession(headers=headers) as session:
-        store = await Store.open(url)
-        try:
-            api = ApimartClient(
-                session,
-                settings.APIMART_BASE_URL,
-                settings.APIMART_API_KEY,
-                timeout=settings.API_TIMEOUT,
-                on_rate_limited=limiter.penalize,
-            )
-            poller = Poller(
-                api,
-                store,
-                notifier,
-                clock,
-                schedule or make_schedule(settings),
-                limiter,
-                concurrency=settings.POLL_CONCURRENCY,
-            )
-            webhook = settings.WEBHOOK_PUBLIC_URL  # None, or a checked http(s) URL
-            jobs = JobService(
-                store=store,
-                api=api,
-                poller=poller,
-                notifier=notifier,
-                clock=clock,
-                webhook_url=webhook,
-            )
-            exclusive = url.startswith("sqlite") and role == "bot"
-            leases = Leases(store, worker_id, clock, settings.LEASE_SECONDS, exclusive=exclusive)
-            poller.leases = leases
-            jobs.leases = leases
-            workers = WorkerRegistry(
-                store,
-                worker_id,
-                clock,
-                kind=role,
-                limiter=limiter,
-                budget=settings.API_REQUESTS_PER_SECOND,
-            )
-            await workers.register()
-            workers_task = asyncio.create_task(workers.run(), name="reelbot-heartbeat")
-            claimer = Claimer(leases, poller, jobs.take_over, clock, registry=workers)
-            claimer.start()
-            poller_task = asyncio.create_task(poller.run(), name="reelbot-poller")
-            runtime = Runtime(
-                settings,
-                session,
-                store,
-                api,
-                poller,
-                jobs,
-                clock,
-                poller_task,
-                leases,
-                claimer,
-                workers,
-            )
+    try:
+        async with aiohttp.ClientSession(headers=headers) as session:
+            store = await open_store(url)
             try:
-                if resume:
-                    await runtime.resume()
-                if webhook:
-                    # After resume, so a callback finds its task followed. Until it listens,
-                    # APIMart's callbacks fail and are retried (and polls still run).
-                    host, port = settings.webhook_listen
-                    runtime.webhook = WebhookServer(poller, host, port)
-                    await runtime.webhook.start()
-                yield runtime
-            finally:
-                if runtime.webhook is not None:
-                    await runtime.webhook.close()
-                await runtime.stop_work()
-                # Hand the resting jobs to the other workers now rather than in a lease.
-                await claimer.release_all()
-                await claimer.close()
-                log.info(
-                    "leases: %d claimed, %d taken over, %d lost; %d lease and %d heartbeat "
-                    "database round trips",
-                    leases.claimed,
-                    leases.takeovers,
-                    leases.lost,
-                    leases.round_trips,
-                    workers.round_trips,
+                api: ApimartClient = MeteredApimartClient(
+                    session,
+                    settings.APIMART_BASE_URL,
+                    settings.APIMART_API_KEY,
+                    timeout=settings.API_TIMEOUT,
+                    on_rate_limited=rate_limited,
+                    metrics=metrics,
                 )
-                workers_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await workers_task
-                with contextlib.suppress(Exception):
-                    await workers.unregister()
-        finally:
-            await store.close()
-            if lock is not None:
-                lock.release()
+                poller = Poller(
+                    api,
+                    store,
+                    notifier,
+                    clock,
+                    schedule or make_schedule(settings),
+                    limiter,
+                    concurrency=settings.POLL_CONCURRENCY,
+                    max_age=settings.JOB_TIMEOUT,
+                )
+                webhook = settings.WEBHOOK_PUBLIC_URL  # None, or a checked http(s) URL
+                jobs = JobService(
+                    store=store,
+                    api=api,
+                    poller=poller,
+                    notifier=notifier,
+                    clock=clock,
+                    webhook_url=webhook,
+                )
+                exclusive = url.startswith("sqlite") and role == "bot"
+                leases = Leases(
+                    store, worker_id, clock, settings.LEASE_SECONDS, exclusive=exclusive
+                )
+                poller.leases = jobs.leases = leases
+                workers = WorkerRegistry(
+                    store,
+                    worker_id,
+                    clock,
+                    kind=role,
+                    limiter=limiter,
+                    budget=settings.API_REQUESTS_PER_SECOND,
+                )
+                await workers.register()
+                workers_task = asyncio.create_task(workers.run(), name="reelbot-heartbeat")
+                claimer = Claimer(leases, poller, jobs.take_over, clock, registry=workers)
+                claimer.on_takeover = metrics.lease_takeovers.inc
+                claimer.start()
+                metrics.tracked.set_function(lambda: len(poller))
+                poller_task = asyncio.create_task(poller.run(), name="reelbot-poller")
+                readiness = Readiness()
+                runtime = Runtime(
+                    settings,
+                    session,
+                    store,
+                    api,
+                    poller,
+                    jobs,
+                    clock,
+                    poller_task,
+                    leases,
+                    claimer,
+                    workers,
+                    metrics=metrics,
+                    readiness=readiness,
+                    identify_gate=IdentifyGate(store.engine),
+                    webhook=WebhookServer(poller) if webhook else None,
+                )
+                add_core_checks(runtime)
+                for name in expect_ready:
+                    readiness.expect(name)
+                sampler = runtime.sampler = Sampler(metrics, store, now=clock.now)
+                try:
+                    if serve_http:
+                        # Before resume: /healthz answers while a large backlog is read, and
+                        # /readyz says "not ready" until the front end reports in. A callback
+                        # that arrives before its job is followed is kept as an early hint.
+                        host, port = settings.http_listen
+                        runtime.http = HttpListener(
+                            host,
+                            port,
+                            readiness=readiness,
+                            metrics=metrics,
+                            webhook=runtime.webhook,
+                        )
+                        try:
+                            await runtime.http.start()
+                        except OSError as exc:  # a busy port, an address that is not ours
+                            name = "WEBHOOK_LISTEN" if settings.listen_deprecated else "HTTP_LISTEN"
+                            raise SettingsError([f"{name}: {exc.strerror}"]) from None
+                        if settings.listen_deprecated:
+                            log.warning("WEBHOOK_LISTEN is deprecated: rename it to HTTP_LISTEN")
+                        sampler.start()
+                    if resume:
+                        await runtime.resume()
+                    yield runtime
+                finally:
+                    await sampler.stop()
+                    if runtime.http is not None:
+                        await runtime.http.close()
+                    await readiness.close()
+                    await runtime.identify_gate.close()
+                    await runtime.stop_work()
+                    # Hand the resting jobs to the other workers now rather than in a lease.
+                    await claimer.release_all()
+                    await claimer.close()
+                    log.info(
+                        "leases: %d claimed, %d taken over, %d lost; %d lease and %d "
+                        "heartbeat database round trips",
+                        leases.claimed,
+                        leases.takeovers,
+                        leases.lost,
+                        leases.round_trips,
+                        workers.round_trips,
+                    )
+                    workers_task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await workers_task
+                    with contextlib.suppress(Exception):
+                        await workers.unregister()
+            finally:
+                await store.close()
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def add_core_checks(runtime: Runtime) -> None:
+    """Readiness of what the core owns: the database answers, the poller loop goes round."""
+
+    async def database() -> str | None:
+        await runtime.store.ping()
+        return None
+
+    def poller() -> str | None:
+        if runtime.poller_task.done():
+            return "the poller loop has stopped"
+        silent = runtime.clock.now() - runtime.poller.heartbeat
+        if silent > POLLER_STALE:
+            return f"the poller loop has not gone round for {silent:.0f} s"
+        return None
+
+    runtime.readiness.add("database", database)
+    runtime.readiness.add("poller", poller, ttl=0.0)

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,13 +22,60 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import StaticPool
 
 from bot.core import migrations
-from bot.core.job import TERMINAL, Job, JobState
+from bot.core.job import TERMINAL, Job, JobState, plausible_money, plausible_time
 from bot.core.request import VideoRequest
 from bot.core.schema import LEASE_COLUMNS, jobs_table, metadata, workers_table
 
 __all__ = ["UPDATABLE", "LeaseLost", "Store", "jobs_table", "metadata", "workers_table"]
 
 log = logging.getLogger(__name__)
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be opened; the text names DATABASE_URL but never echoes it."""
+
+
+def _reason(exc: BaseException, url: str) -> str:
+    """Why opening failed, in a few words, with nothing of the URL (it may hold a password)."""
+    orig = getattr(exc, "orig", None) or exc
+    if isinstance(orig, FileExistsError | NotADirectoryError):
+        return "a part of the database file's path is a file, not a folder"
+    if isinstance(orig, OSError) and orig.strerror:
+        text = orig.strerror
+    else:
+        text = str(orig).splitlines()[0] if str(orig) else type(orig).__name__
+    try:
+        parsed = sa.engine.make_url(url)
+        for secret in (parsed.password, url, parsed.render_as_string(hide_password=False)):
+            if secret:
+                text = text.replace(str(secret), "…")
+    except Exception:
+        text = type(orig).__name__
+    return text[:200]
+
+
+async def open_store(url: str) -> Store:
+    """`Store.open`, creating a SQLite file's folder; any failure is one `StoreUnavailable`.
+
+    A read-only file system, a path under a file, a full disk, PostgreSQL unreachable or a
+    wrong password all end here, so every command can say so in one line and exit 2.
+    """
+    try:
+        if url.startswith("sqlite") and (path := _sqlite_path(url)) is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        return await Store.open(url)
+    except migrations.SchemaTooNew:
+        raise  # its own message: a newer reelbot migrated this database
+    except Exception as exc:
+        raise StoreUnavailable(
+            f"reelbot cannot open the database named by DATABASE_URL: {_reason(exc, url)}"
+        ) from None
+
+
+def _sqlite_path(url: str) -> Path | None:
+    _, _, path = url.partition(":///")
+    return Path(path) if path and path != ":memory:" else None
+
 
 #: Fields a caller may change through `Store.update`.
 UPDATABLE = frozenset(
@@ -96,15 +144,17 @@ def _row_to_job(row: sa.Row[Any]) -> Job:
         submitted_at=m["submitted_at"],
         finished_at=m["finished_at"],
         run_seconds=m["run_seconds"],
-        cost=m["cost"],
-        credits_cost=m["credits_cost"],
+        # A broken figure stored by an older release is unknown, never money or a date.
+        cost=plausible_money(m["cost"]),
+        credits_cost=plausible_money(m["credits_cost"]),
         video_urls=list(m["video_urls"] or []),
-        expires_at=m["expires_at"],
+        expires_at=plausible_time(m["expires_at"]),
         error_code=m["error_code"],
         error_message=m["error_message"],
         delivered=bool(m["delivered"]),
         owner=m["owner"],
         fence=m["fence"] or 0,
+        lease_until=m["lease_until"],
         next_poll_at=m["next_poll_at"],
     )
 
@@ -214,6 +264,7 @@ class Store:
             guild_id=guild_id,
             owner=owner,
             fence=fence,
+            lease_until=values["lease_until"],
         )
 
     async def update(self, job: Job, **fields: Any) -> Job:
@@ -310,6 +361,21 @@ class Store:
             rows = (await conn.execute(query)).all()
         return _rows_to_jobs(rows)
 
+    async def unknown_with_task(self, *, since: float) -> list[Job]:
+        """`unknown` jobs with a task id created after `since`: their end can still be learned."""
+        query = (
+            jobs_table.select()
+            .where(
+                jobs_table.c.state == JobState.UNKNOWN.value,
+                jobs_table.c.task_id.is_not(None),
+                jobs_table.c.created_at >= since,
+            )
+            .order_by(jobs_table.c.id)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return _rows_to_jobs(rows)
+
     async def recent(
         self, *, requester: str | None = None, guild_id: str | None = None, limit: int = 10
     ) -> list[Job]:
@@ -331,3 +397,29 @@ class Store:
             query = query.where(jobs_table.c.guild_id == guild_id)
         async with self.engine.connect() as conn:
             return float((await conn.execute(query)).scalar_one())
+
+    # -- operations: readiness and metrics -------------------------------------------------
+
+    async def ping(self) -> None:
+        """One `SELECT 1`: raises if the database cannot be reached (for `/readyz`)."""
+        async with self.engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
+    async def count_by_state(self) -> dict[str, int]:
+        """How many jobs are in each state (one grouped query, for the metrics gauges)."""
+        query = sa.select(jobs_table.c.state, sa.func.count()).group_by(jobs_table.c.state)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return {str(state): int(count) for state, count in rows}
+
+    async def spend_by_guild(self, *, since: float) -> dict[str | None, float]:
+        """Cost reported by the API per server for jobs created since `since`."""
+        total = sa.func.sum(jobs_table.c.cost)
+        query = (
+            sa.select(jobs_table.c.guild_id, total)
+            .where(jobs_table.c.created_at >= since, jobs_table.c.cost.is_not(None))
+            .group_by(jobs_table.c.guild_id)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return {guild: float(amount or 0) for guild, amount in rows}

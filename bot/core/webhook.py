@@ -2,8 +2,8 @@
 
 When `WEBHOOK_PUBLIC_URL` is set, submits carry `"webhook": WEBHOOK_PUBLIC_URL` and APIMart
 POSTs the task's status answer to `<WEBHOOK_PUBLIC_URL>/callback` when the task ends (retried
-up to 3 times, duplicates possible, no signature). This server listens on `WEBHOOK_LISTEN`
-and does one thing with a callback: it moves that task's next poll to now
+up to 3 times, duplicates possible, no signature). The process's one HTTP listener
+(`bot.core.http`, on `HTTP_LISTEN`) serves these routes; the handler does one thing with a callback: it moves that task's next poll to now
 (`Poller.poke`). The poll reads the truth, so a forged "completed" body posts nothing, a
 duplicate finds the task already finished (unknown by then: ignored), and an unknown task id
 changes nothing. Polling continues as a slow safety net for callbacks that never come.
@@ -51,26 +51,26 @@ def task_id_of(body: Any) -> str | None:
 
 
 class WebhookServer:
-    """`POST …/callback` → `poller.poke(task_id)`; started and closed by the runtime."""
+    """`POST …/callback` → `poller.poke(task_id)`; mounted on the process's HTTP listener."""
 
-    def __init__(self, poller: Pokeable, host: str = "0.0.0.0", port: int = 8080) -> None:
+    def __init__(self, poller: Pokeable) -> None:
         self.poller = poller
-        self.host = host
-        self.port = port
         self.received = 0
         self.poked = 0
         self.unknown = 0
         self.rejected = 0
         self.app = self.make_app()
-        self._runner: web.AppRunner | None = None
 
-    def make_app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY)
+    def add_routes(self, app: web.Application) -> None:
         # APIMart appends "/callback" to the configured URL, which may carry a path prefix a
         # reverse proxy may or may not strip: accept any path ending in /callback.
         app.router.add_post("/callback", self.handle)
         app.router.add_post("/{prefix:.+}/callback", self.handle)
-        app.router.add_get("/healthz", self.health)
+
+    def make_app(self) -> web.Application:
+        """An app with only the webhook's routes (tests mount it on their own server)."""
+        app = web.Application(client_max_size=MAX_BODY)
+        self.add_routes(app)
         return app
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -100,18 +100,3 @@ class WebhookServer:
             self.unknown += 1
             log.debug("webhook: task %s is not followed (finished, forged or foreign)", task_id)
         return web.json_response({"ok": True})
-
-    async def health(self, request: web.Request) -> web.Response:
-        return web.json_response({"ok": True})
-
-    async def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        log.info("webhook listening on http://%s:%s/callback", self.host, self.port)
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None

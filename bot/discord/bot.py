@@ -2,9 +2,14 @@
 
 As in discord.py's `advanced_startup.py`: the long-lived resources (the runtime: HTTP session,
 store, API client, poller) are opened by the launcher and passed in; `setup_hook` loads the
-cog, registers the persistent buttons (`bot.discord.views`), binds the Discord notifier and resumes open jobs, so
-a result that finished while the bot was down is still posted (once). No privileged intents:
-slash commands and buttons need none.
+cog, registers the persistent buttons (`bot.discord.views`), binds the Discord notifier and
+resumes open jobs, so a result that finished while the bot was down is still posted (once).
+No privileged intents: slash commands and buttons need none.
+
+With `SHARD_COUNT` (and `SHARD_IDS`) set, the launcher builds `ShardedReelBot`, the same bot
+on `commands.AutoShardedBot`, running just those shards. Every IDENTIFY, sharded or not, first
+passes the core's `IdentifyGate`, which on PostgreSQL keeps Discord's `max_concurrency` across
+all workers. The bot reports its gateway state to the runtime's readiness (`/readyz`).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.core.config import Settings
 from bot.core.runtime import Runtime
 from bot.discord.notifier import DiscordNotifier
 from bot.discord.replies import report_error
@@ -74,10 +80,14 @@ class ReelBot(commands.Bot):
         super().__init__(**options)
         self.runtime = runtime
         self.notifier: DiscordNotifier | None = None
+        self._max_concurrency: int | None = None
         if runtime is not None:
+            notifier_kw: dict[str, Any] = {"on_rest_error": runtime.metrics.discord_rest_error}
+            notifier_kw.update(notifier_options or {})
             self.notifier = DiscordNotifier(
-                self, session=runtime.session, clock=runtime.clock, **(notifier_options or {})
+                self, session=runtime.session, clock=runtime.clock, **notifier_kw
             )
+            runtime.readiness.add("gateway", self.gateway_problem, ttl=0.0)
 
     def require_runtime(self) -> Runtime:
         if self.runtime is None:
@@ -106,6 +116,39 @@ class ReelBot(commands.Bot):
         taken = await self.runtime.resume()
         log.info("setup done; %d job(s) taken on at start", taken)
 
+    def gateway_problem(self) -> str | None:
+        """For `/readyz`: None while connected to the gateway, else what is wrong."""
+        if self.is_closed():
+            return "the Discord connection is closed"
+        if not self.is_ready():
+            return "not connected to Discord yet"
+        if isinstance(self, discord.AutoShardedClient):
+            down = sorted(sid for sid, shard in self.shards.items() if shard.is_closed())
+            if down:
+                return f"shard(s) {', '.join(map(str, down))} disconnected"
+        elif self.ws is None or not self.ws.open:
+            return "disconnected from Discord; reconnecting"
+        return None
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        """Keep Discord's IDENTIFY limit across workers (PostgreSQL), else pace as usual."""
+        gate = self.runtime.identify_gate if self.runtime is not None else None
+        if gate is None or not gate.shared:
+            await super().before_identify_hook(shard_id, initial=initial)
+            return
+        await gate.wait(shard_id or 0, await self.max_concurrency())
+
+    async def max_concurrency(self) -> int:
+        """Discord's IDENTIFY buckets for this bot (asked once; 1 if Discord won't say)."""
+        if self._max_concurrency is None:
+            try:
+                _, _, limits = await self.http.get_bot_gateway()
+                self._max_concurrency = max(1, int(limits["max_concurrency"]))
+            except (discord.HTTPException, discord.GatewayNotFound, KeyError, ValueError) as exc:
+                log.warning("could not read max_concurrency from Discord (%s); using 1", exc)
+                self._max_concurrency = 1
+        return self._max_concurrency
+
     async def on_ready(self) -> None:
         log.info(
             "connected as %s (%s) to %d servers",
@@ -115,3 +158,18 @@ class ReelBot(commands.Bot):
         )
         if self.application_id is not None:
             log.info("invite link: %s", invite_url(self.application_id))
+
+
+class ShardedReelBot(ReelBot, commands.AutoShardedBot):
+    """reelbot running the shards `SHARD_IDS` of `SHARD_COUNT` in this process."""
+
+
+def make_bot(runtime: Runtime, settings: Settings, **options: Any) -> ReelBot:
+    """The bot for these settings: sharded when SHARD_COUNT is set, one session otherwise."""
+    if settings.SHARD_COUNT is None:
+        return ReelBot(runtime=runtime, **options)
+    ids = settings.shard_ids
+    log.info("running shard(s) %s of %d", ids, settings.SHARD_COUNT)
+    return ShardedReelBot(
+        runtime=runtime, shard_count=settings.SHARD_COUNT, shard_ids=ids, **options
+    )

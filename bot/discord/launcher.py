@@ -15,6 +15,7 @@ import signal
 import sys
 from typing import Any
 
+import aiohttp
 import discord
 
 from bot.core.config import Settings, load_settings
@@ -27,6 +28,14 @@ log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
+#: As for the API: the other side could not be reached.
+EXIT_UNREACHABLE = 3
+#: What "Discord could not be reached" looks like from discord.py (DNS, refused, timeout).
+UNREACHABLE = (aiohttp.ClientConnectionError, TimeoutError, discord.GatewayNotFound)
+
+
+def _unreachable(exc: BaseException) -> str:
+    return f"Discord could not be reached ({type(exc).__name__}); check the network and try again"
 
 
 class _NotConnected:
@@ -56,10 +65,13 @@ def point_at_configured_discord(settings: Settings) -> None:
 def run() -> int:
     """Start the bot and run until SIGTERM/SIGINT; open jobs stay resumable."""
     settings = load_settings(require=("DISCORD_TOKEN", "APIMART_API_KEY"))
-    setup_logging(settings.LOG_LEVEL)
+    setup_logging(settings.LOG_LEVEL, fmt=settings.LOG_FORMAT, secrets=settings.secret_values())
     point_at_configured_discord(settings)
     try:
         return asyncio.run(_run(settings))
+    except UNREACHABLE as exc:
+        print(f"error: {_unreachable(exc)}", file=sys.stderr)
+        return EXIT_UNREACHABLE
     except discord.LoginFailure:
         log.error("Discord refused DISCORD_TOKEN; reset it in the developer portal")
         return EXIT_FAILED
@@ -73,7 +85,7 @@ def run() -> int:
 
 async def _run(settings: Settings) -> int:
     from bot.core.runtime import open_runtime
-    from bot.discord.bot import ReelBot
+    from bot.discord.bot import make_bot
 
     assert settings.DISCORD_TOKEN is not None
     token = settings.DISCORD_TOKEN.get_secret_value()
@@ -82,8 +94,22 @@ async def _run(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    async with open_runtime(settings, _NotConnected(), resume=False, role="bot") as runtime:
-        bot = ReelBot(runtime=runtime)
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            runtime = await stack.enter_async_context(
+                open_runtime(
+                    settings,
+                    _NotConnected(),
+                    resume=False,
+                    serve_http=True,
+                    expect_ready=("gateway",),
+                    role="bot",
+                )
+            )
+        except OSError as exc:  # the database refuses, a file system error…
+            log.error("cannot start: %s", exc)
+            return EXIT_FAILED
+        bot = make_bot(runtime, settings)
         async with bot:
             runner = asyncio.create_task(bot.start(token), name="reelbot-discord")
             stopper = asyncio.create_task(stop.wait(), name="reelbot-signal")
@@ -96,6 +122,14 @@ async def _run(settings: Settings) -> int:
             # (`Poller._drain`), and a delivery needs Discord's HTTP session until its very
             # last edit. Closing the bot first made that edit fail, the job stay undelivered,
             # and the result be posted a second time after the restart.
+            # Unready at once, so a load balancer stops sending webhooks here while we drain.
+            runtime.readiness.add("shutdown", lambda: "stopping", ttl=0.0)
+            # Submits already sent first: one may be billed, and its task id must be recorded
+            # (and followed after the restart). New ones are refused, nothing charged.
+            log.info(
+                "stopping: waiting for submits under way (at most %.0f s)", settings.API_TIMEOUT
+            )
+            await runtime.jobs.drain(settings.API_TIMEOUT)
             log.info("stopping: draining the poller, then closing the Discord connection")
             await runtime.stop_work()
             await bot.close()
@@ -108,10 +142,13 @@ async def _run(settings: Settings) -> int:
 def sync(guild_id: int | None) -> int:
     """Register the slash commands: to one server at once, or globally (up to an hour)."""
     settings = load_settings(require=("DISCORD_TOKEN",))
-    setup_logging(settings.LOG_LEVEL)
+    setup_logging(settings.LOG_LEVEL, fmt=settings.LOG_FORMAT, secrets=settings.secret_values())
     point_at_configured_discord(settings)
     try:
         synced = asyncio.run(_sync(settings, guild_id))
+    except UNREACHABLE as exc:
+        print(f"error: {_unreachable(exc)}", file=sys.stderr)
+        return EXIT_UNREACHABLE
     except discord.LoginFailure:
         print("error: Discord refused DISCORD_TOKEN", file=sys.stderr)
         return EXIT_FAILED

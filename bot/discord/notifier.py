@@ -129,8 +129,12 @@ class DiscordNotifier:
         edits_per_second: float = 4.0,
         download_timeout: float = 120.0,
         view_factory: ViewFactory | None = None,
+        on_rest_error: Callable[[int | None], None] | None = None,
     ) -> None:
         self.client = client
+        #: Told the HTTP status (None: no answer) of every failed REST call caught here;
+        #: the runtime counts them in `/metrics`.
+        self.on_rest_error = on_rest_error
         self.session = session
         self.clock = clock
         self.throttle = EditThrottle(
@@ -247,9 +251,11 @@ class DiscordNotifier:
         try:
             await message.edit(**rendered.kwargs())
         except discord.HTTPException as exc:
+            self._rest_error(exc.status)
             log.warning("job %s: could not edit its status message: %s", job_id, exc)
         except (aiohttp.ClientError, TimeoutError, RuntimeError) as exc:
             # RuntimeError: discord.py's HTTP session was closed under the request (shutdown).
+            self._rest_error(None)
             log.warning("job %s: could not edit its status message: %r", job_id, exc)
 
     async def _post_result(self, job: Job, where: Destination) -> None:
@@ -269,11 +275,13 @@ class DiscordNotifier:
                 )
                 return
             except discord.NotFound as exc:
+                self._rest_error(exc.status)
                 log.warning(
                     "job %s: channel %s is gone (%s); result dropped", job.id, where.channel_id, exc
                 )
                 return
             except discord.Forbidden as exc:
+                self._rest_error(exc.status)
                 if data is not None:
                     log.warning(
                         "job %s: may not attach files here (%s); posting the link", job.id, exc
@@ -282,6 +290,7 @@ class DiscordNotifier:
                 await self._fallback(job, exc)
                 return
             except discord.HTTPException as exc:
+                self._rest_error(exc.status)
                 if data is not None and (exc.status == 413 or exc.code == ENTITY_TOO_LARGE):
                     log.info("job %s: video too large for this server; posting the link", job.id)
                     continue
@@ -289,6 +298,13 @@ class DiscordNotifier:
                     raise
                 log.error("job %s: Discord refused the result message: %s", job.id, exc)
                 return
+
+    def _rest_error(self, status: int | None) -> None:
+        if self.on_rest_error is not None:
+            try:
+                self.on_rest_error(status)
+            except Exception:  # counting must never break a delivery
+                log.exception("on_rest_error hook failed")
 
     def _message(self, job: Job, video: bytes | None) -> dict[str, Any]:
         """Keyword arguments for `send`: pings the requester and nobody else, ever."""
@@ -322,6 +338,7 @@ class DiscordNotifier:
             await interaction.followup.send(**kwargs)
             log.info("job %s: result sent as an interaction followup", job.id)
         except discord.HTTPException as followup_exc:
+            self._rest_error(followup_exc.status)
             log.error("job %s: the followup failed too: %s", job.id, followup_exc)
 
     async def download(self, url: str, limit: int, *, job_id: int | None = None) -> bytes | None:

@@ -15,7 +15,7 @@ from typing import Any
 import discord
 
 from bot.core.catalog import CATALOG, FAMILIES, describe
-from bot.core.job import Job, JobState
+from bot.core.job import NOTICES, Job, JobState
 from bot.core.progress import duration_text, progress_bar
 from bot.core.request import RequestInvalid
 
@@ -157,6 +157,8 @@ def status(job: Job, now: float) -> Rendered:
     if job.estimated_time and not job.state.terminal:
         times.append(f"APIMart estimates {duration_text(job.estimated_time)}")
     lines.append(" · ".join(times))
+    if job.notice and not job.state.terminal:
+        lines.append(f"⏳ {NOTICES.get(job.notice, job.notice)}")
     for note in request.notes():
         lines.append(f"-# {note}")
     if job.state.terminal and job.error_message:

@@ -1,7 +1,8 @@
-"""The terminal front end: `reelbot generate`, `models`, `check`, `fake-api`.
+"""The terminal front end: `reelbot generate`, `jobs`, `status`, `models`, `check`, `fake-api`.
 
 Exit codes are part of the interface: 0 completed, 1 the task failed, 2 invalid input or
-settings (nothing was sent), 3 the API refused or could not be reached.
+settings (nothing was sent), 3 the API refused or could not be reached, 4 the task is still
+running (`status`), 130 interrupted (Ctrl-C / SIGTERM; the task id is printed).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from bot.core.request import RequestInvalid, build_request
 from bot.terminal import db
 
 EXIT_OK, EXIT_TASK_FAILED, EXIT_INVALID, EXIT_API = 0, 1, 2, 3
+EXIT_RUNNING, EXIT_INTERRUPTED = 4, 130
 
 log = logging.getLogger("bot")
 
@@ -159,6 +161,26 @@ def add_commands(sub: Any) -> None:
         help="use the built-in stand-in API (no key, no cost, a few seconds)",
     )
     gen.add_argument("--json", action="store_true", help="print one JSON object to stdout")
+    gen.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="stop following the job after this long (default: JOB_TIMEOUT)",
+    )
+
+    jobs = sub.add_parser("jobs", help="recent jobs in the database (any front end)")
+    jobs.add_argument("--limit", "-n", type=int, default=20, help="how many (default 20)")
+    jobs.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    status = sub.add_parser("status", help="look a job up again at APIMart and print it")
+    status.add_argument("job", metavar="JOB_OR_TASK_ID", help="a job number or a task id")
+    status.add_argument("--json", action="store_true", help="print one JSON object to stdout")
+    status.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="follow a running task at most this long (default: one look)",
+    )
 
     sub.add_parser("models", help="what each model accepts")
     sub.add_parser("check", help="validate the settings and ask APIMart for the balance")
@@ -185,6 +207,16 @@ def dispatch(args: argparse.Namespace) -> int | None:
         return _models()
     if args.command == "generate":
         return _generate(args)
+    if args.command in ("jobs", "status"):
+        from bot.terminal import lookup
+
+        settings = load_settings(require=("APIMART_API_KEY",) if args.command == "status" else ())
+        setup_logging("DEBUG" if settings.LOG_LEVEL == "DEBUG" else "WARNING")
+        if args.command == "jobs":
+            return asyncio.run(lookup.list_jobs(settings, limit=args.limit, as_json=args.json))
+        return asyncio.run(
+            lookup.status(settings, args.job, as_json=args.json, timeout=args.timeout)
+        )
     if args.command == "check":
         return _check()
     if args.command == "db":
@@ -192,13 +224,18 @@ def dispatch(args: argparse.Namespace) -> int | None:
     if args.command == "fake-api":
         from bot.testing.fake_apimart import run_fake_api
 
-        run_fake_api(
-            host=args.host,
-            port=args.port,
-            api_key=args.api_key,
-            time_scale=args.time_scale,
-            balance=args.balance,
-        )
+        try:
+            run_fake_api(
+                host=args.host,
+                port=args.port,
+                api_key=args.api_key,
+                time_scale=args.time_scale,
+                balance=args.balance,
+            )
+        except OSError as exc:  # the port is taken (or the host is not this machine's)
+            why = exc.strerror or type(exc).__name__
+            print(f"error: cannot listen on {args.host}:{args.port}: {why}", file=sys.stderr)
+            return EXIT_INVALID
         return EXIT_OK
     return None
 
@@ -215,7 +252,7 @@ def _models() -> int:
 
 def _check() -> int:
     settings = load_settings(require=("APIMART_API_KEY",))
-    setup_logging(settings.LOG_LEVEL)
+    setup_logging(settings.LOG_LEVEL, fmt=settings.LOG_FORMAT, secrets=settings.secret_values())
 
     async def ask() -> int:
         import aiohttp
@@ -246,19 +283,50 @@ def _check() -> int:
     return asyncio.run(ask())
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 7 * 86400:
+        raise argparse.ArgumentTypeError(f"{text!r}: use seconds, more than 0 (at most a week)")
+    return value
+
+
+#: A local image is read at most this far (the largest any model accepts, plus one byte to
+#: know it is larger): a huge file or an endless one (/dev/zero) is never read whole.
+IMAGE_READ_LIMIT = max(spec.image_max_bytes for spec in CATALOG.values()) + 1
+
+
 def _read_image(ref: str) -> Any:
     """A URL stays a URL (passed through); a local file becomes an ImageFile to upload."""
+    import stat
+
     from bot.core.jobs import ImageFile
     from bot.core.request import Problem
 
     if ref.startswith(("http://", "https://")):
         return ref
     path = Path(ref).expanduser()
-    if not path.is_file():
-        raise RequestInvalid(
-            [Problem("image", f"{ref}: no such file (give a path or an http(s) URL)")]
-        )
-    data = path.read_bytes()
+
+    def refuse(why: str) -> RequestInvalid:
+        return RequestInvalid([Problem("image", f"{ref}: {why}")])
+
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        raise refuse("no such file (give a path or an http(s) URL)") from None
+    if not stat.S_ISREG(mode):
+        raise refuse("not a regular file (a folder, a FIFO or a device); give an image file")
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(IMAGE_READ_LIMIT)
+    except PermissionError:
+        raise refuse("permission denied (the file cannot be read)") from None
+    except OSError as exc:
+        raise refuse(f"cannot be read ({exc.strerror or type(exc).__name__})") from None
+    if not data:
+        raise refuse("is empty (or not a real file, as under /proc)")
     # Trust the bytes, not the name: a PDF renamed .png must be refused here, not by the API.
     content_type = _sniff(data) or "application/octet-stream"
     return ImageFile(data=data, filename=path.name, content_type=content_type)
@@ -282,7 +350,11 @@ def _generate(args: argparse.Namespace) -> int:
 
     settings = _generate_settings(args)
     # The terminal shows a progress bar and the result; logs only for warnings (or DEBUG).
-    setup_logging("DEBUG" if settings.LOG_LEVEL == "DEBUG" else "WARNING")
+    setup_logging(
+        "DEBUG" if settings.LOG_LEVEL == "DEBUG" else "WARNING",
+        fmt=settings.LOG_FORMAT,
+        secrets=settings.secret_values(),
+    )
     try:
         images = [_read_image(ref) for ref in args.image]
         refs, files = with_pending_uploads(images)
@@ -312,18 +384,35 @@ def _generate(args: argparse.Namespace) -> int:
     for note in request.notes():
         print(f"note: {note}", file=sys.stderr)
 
-    from bot.terminal.generate import run_generate
+    from bot.terminal.generate import (
+        Interruption,
+        format_outcome,
+        interrupted_text,
+        run_generate,
+    )
 
-    job = asyncio.run(run_generate(settings, request, files, fake=args.fake, quiet=args.json))
-    outcome = job.outcome()
+    if args.timeout is not None:
+        settings = settings.model_copy(update={"JOB_TIMEOUT": args.timeout})
+    stop = Interruption()
+    job = asyncio.run(
+        run_generate(settings, request, files, fake=args.fake, quiet=args.json, stop=stop)
+    )
     if args.json:
-        print(json.dumps(outcome, ensure_ascii=False))
+        print(json.dumps(job.outcome(), ensure_ascii=False))
     else:
-        from bot.terminal.generate import format_outcome
-
         print(format_outcome(job))
+    if stop.signal_name and not job.state.terminal:
+        print(interrupted_text(job), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return exit_code(job)
+
+
+def exit_code(job: Any) -> int:
+    """0 a video, 1 the task failed (or ended unknown), 3 nothing reached APIMart, 4 running."""
     if job.state.value == "completed" and job.video_urls:
         return EXIT_OK
+    if not job.state.terminal:
+        return EXIT_RUNNING
     return EXIT_TASK_FAILED if job.task_id else EXIT_API
 
 

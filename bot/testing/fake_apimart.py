@@ -168,6 +168,13 @@ class _Injection:
     delay: float
     retry_after: float | None
     accept: bool
+    huge: int = 0
+    truncate: bool = False
+
+    @property
+    def passthrough(self) -> bool:
+        """Only a delay: the request is then handled normally."""
+        return self.status == 200 and self.body is None and not self.huge and not self.truncate
 
 
 def _err(status: int, message: str, error_type: str | None = None) -> web.Response:
@@ -424,6 +431,8 @@ class FakeApimart:
         delay: float = 0.0,
         retry_after: float | None = None,
         accept: bool = False,
+        huge: int = 0,
+        truncate: bool = False,
     ) -> None:
         """Make the next ``times`` calls to ``endpoint`` misbehave.
 
@@ -433,12 +442,14 @@ class FakeApimart:
         and then handles the request normally. ``accept=True`` (submit only) processes
         the submit normally first - creating and billing the task - and then answers
         with the injected status: "the server got it, but the answer was lost".
+        ``huge=N`` streams an N-byte body (chunked, no length: memory stays small here);
+        ``truncate=True`` announces the body's length, sends half, and drops the connection.
         """
         if endpoint not in ENDPOINTS:
             raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {sorted(ENDPOINTS)}")
         raw = body.encode() if isinstance(body, str) else body
         self._injections[endpoint].append(
-            _Injection(status, error_type, times, raw, delay, retry_after, accept)
+            _Injection(status, error_type, times, raw, delay, retry_after, accept, huge, truncate)
         )
 
     def complete_now(self, task_id: str) -> None:
@@ -533,9 +544,11 @@ class FakeApimart:
             queue.popleft()
         return inj
 
-    async def _injected_response(self, inj: _Injection) -> web.Response:
+    async def _injected_response(self, inj: _Injection, request: web.Request) -> web.StreamResponse:
         if inj.delay > 0:
             await asyncio.sleep(inj.delay)
+        if inj.huge or inj.truncate:
+            return await self._broken_body(inj, request)
         headers = {}
         if inj.retry_after is not None:
             ra = inj.retry_after
@@ -547,6 +560,33 @@ class FakeApimart:
         etype = inj.error_type or DEFAULT_ERROR_TYPES.get(inj.status, "server_error")
         resp = _err(inj.status, f"injected {inj.status} {etype}", etype)
         resp.headers.update(headers)
+        return resp
+
+    @staticmethod
+    async def _broken_body(inj: _Injection, request: web.Request) -> web.StreamResponse:
+        """A body that is endless-looking (``huge``) or cut off (``truncate``)."""
+        body = inj.body or b'{"code": 200, "data": {"id": "x", "status": "processing"}}'
+        resp = web.StreamResponse(status=inj.status)
+        resp.content_type = "application/json"
+        if inj.truncate:
+            resp.content_length = len(body) * 2
+            await resp.prepare(request)
+            await resp.write(body[: len(body) // 2])
+            assert request.transport is not None
+            request.transport.close()
+            return resp
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        chunk = b"[" * 1024 * 64
+        sent = 0
+        try:
+            while sent < inj.huge:
+                piece = chunk[: inj.huge - sent]
+                await resp.write(piece)
+                sent += len(piece)
+            await resp.write_eof()
+        except (ConnectionResetError, RuntimeError):
+            pass  # the client stopped reading, as it should
         return resp
 
     @staticmethod
@@ -683,7 +723,7 @@ class FakeApimart:
             if not self._authorized(request):
                 return _err(401, "invalid API key", "authentication_error")
             return self._accept_submit(request, body)
-        passthrough = inj.status == 200 and inj.body is None
+        passthrough = inj.passthrough
         if inj.accept:
             # The server takes the request (task created, billed later), but the
             # answer is delayed and/or replaced: "accepted, answer lost".
@@ -695,13 +735,13 @@ class FakeApimart:
             if passthrough:
                 await asyncio.sleep(inj.delay)
                 return response
-            return await self._injected_response(inj)
+            return await self._injected_response(inj, request)
         if passthrough:
             await asyncio.sleep(inj.delay)
             if not self._authorized(request):
                 return _err(401, "invalid API key", "authentication_error")
             return self._accept_submit(request, body)
-        return await self._injected_response(inj)
+        return await self._injected_response(inj, request)
 
     def _accept_submit(self, request: web.Request, body: Any) -> web.Response:
         if not isinstance(body, dict):
@@ -748,11 +788,11 @@ class FakeApimart:
         """
         inj = self._take_injection(endpoint)
         if inj is not None:
-            if inj.status == 200 and inj.body is None:
+            if inj.passthrough:
                 await asyncio.sleep(inj.delay)
             else:
                 await self._drain(request)
-                return await self._injected_response(inj)
+                return await self._injected_response(inj, request)
         if not self._authorized(request):
             await self._drain(request)
             return _err(401, "invalid API key", "authentication_error")

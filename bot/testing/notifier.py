@@ -19,6 +19,8 @@ class RecordingNotifier:
 
     def __init__(self, *, clock: Clock | None = None, keep_progress: bool = True) -> None:
         self.progress: list[tuple[int, int]] = []
+        #: Every progress event's notice ("delayed", "slow" or None), in order.
+        self.notices: list[tuple[int, str | None]] = []
         self.progress_events = 0
         self.finished: list[Job] = []
         self.finished_at: list[float] = []
@@ -32,6 +34,7 @@ class RecordingNotifier:
         self.progress_events += 1
         if self._keep_progress:
             self.progress.append((job.id, job.progress))
+            self.notices.append((job.id, job.notice))
 
     async def job_finished(self, job: Job) -> None:
         if self.fail_deliveries:

@@ -45,6 +45,15 @@ class _Session:
     log: list[dict[str, Any]] = field(default_factory=list)
     conn: _Connection | None = None
     ready: bool = False
+    #: `[shard_id, num_shards]` from IDENTIFY, or None for an unsharded session.
+    shard: list[int] | None = None
+
+    def has_guild(self, guild_id: Any) -> bool:
+        """Discord's routing: `(guild_id >> 22) % num_shards == shard_id`."""
+        if self.shard is None or guild_id is None:
+            return True
+        shard_id, count = self.shard
+        return bool((int(guild_id) >> 22) % count == shard_id)
 
 
 @dataclass(eq=False)
@@ -84,6 +93,8 @@ class Gateway(Messages):
         self.gateway_received: list[dict[str, Any]] = []  # every payload clients sent
         self.gateway_queries: list[dict[str, str]] = []  # query string of every gateway connect
         self.ready_count = 0
+        #: The `shard` of every IDENTIFY, in order (None: unsharded).
+        self.identified_shards: list[list[int] | None] = []
         self._sessions: dict[str, _Session] = {}
         self._connections: set[_Connection] = set()
 
@@ -143,13 +154,19 @@ class Gateway(Messages):
     async def dispatch(self, event: str, data: dict[str, Any], *, intent: int = 0) -> None:
         """Send op 0 DISPATCH ``event`` to every connected, READY session.
 
-        ``intent``: only sessions whose IDENTIFY intents include these bits get it.
+        ``intent``: only sessions whose IDENTIFY intents include these bits get it. An event
+        of a guild goes only to sessions whose shard holds that guild, as on Discord.
         """
+        guild_id = None
+        if isinstance(data, dict):
+            guild_id = data.get("id") if event == "GUILD_CREATE" else data.get("guild_id")
         for session in list(self._sessions.values()):
             conn = session.conn
             if conn is None or not session.ready:
                 continue
             if intent and not session.intents & intent:
+                continue
+            if not session.has_guild(guild_id):
                 continue
             async with conn.lock:
                 await self._dispatch_locked(session, conn, event, data)
@@ -250,7 +267,19 @@ class Gateway(Messages):
         if intents & PRIVILEGED_INTENTS and not self.privileged_intents:
             await conn.ws.close(code=4014, message=b"Disallowed intent(s).")
             return
-        session = _Session(session_id=secrets.token_hex(16), intents=intents, conn=conn)
+        shard = data.get("shard")
+        if shard is not None and not (
+            isinstance(shard, list)
+            and len(shard) == 2
+            and all(isinstance(n, int) for n in shard)
+            and 0 <= shard[0] < shard[1]
+        ):
+            await conn.ws.close(code=4010, message=b"Invalid shard.")
+            return
+        self.identified_shards.append(shard)
+        session = _Session(
+            session_id=secrets.token_hex(16), intents=intents, conn=conn, shard=shard
+        )
         conn.session = session
         self._sessions[session.session_id] = session
         ready = {
@@ -279,9 +308,11 @@ class Gateway(Messages):
             },
             "_trace": ['["fake-gateway",{"micros":0}]'],
         }
+        if shard is not None:
+            ready["shard"] = shard
         async with conn.lock:
             await self._dispatch_locked(session, conn, "READY", ready)
-            for gid in list(self.guilds):
+            for gid in [g for g in self.guilds if session.has_guild(g)]:
                 await self._dispatch_locked(
                     session, conn, "GUILD_CREATE", self._guild_create_payload(gid, intents)
                 )
