@@ -192,3 +192,25 @@ async def test_a_poller_that_lost_a_job_says_nothing_and_the_new_owner_delivers(
         assert job.id not in a.poller
         row = await b.store.get(job.id)
         assert row is not None and row.delivered and row.owner == "B"
+
+
+async def test_a_callback_reaching_another_worker_has_the_owner_poll_at_once(
+    make_pipeline: Any, fake: Any
+) -> None:
+    from bot.core.claimer import Claimer
+
+    fake.plan_next(FakeTaskPlan(duration_s=60_000))  # a minute: still running throughout
+    async with make_pipeline() as a, make_pipeline(resume=False) as b:
+        a.poller.leases = a.jobs.leases = Leases(a.store, "A", CLOCK, 30)
+        b.poller.leases = Leases(b.store, "B", CLOCK, 30)
+        job = await a.jobs.submit(build_request(model="sora-2", prompt="heron"))
+        assert job.task_id is not None
+        tracked = a.poller.tracked(job.id)
+        assert tracked is not None
+        await asyncio.sleep(0.1)
+        a.poller._push(tracked, CLOCK.now() + 600)  # A means to look again in ten minutes
+        assert not b.poller.poke(job.task_id)  # the callback reached B, which does not hold it
+        await asyncio.sleep(0.2)  # B marks it due in the table
+        owner = Claimer(a.poller.leases, a.poller, a.jobs.take_over, CLOCK)
+        await owner.tick()  # A's next claim round (every second)
+        assert tracked.due <= CLOCK.now() + 2.0

@@ -37,6 +37,8 @@ SETTINGS = {
     "POLL_INTERVAL": "1",
     "POLL_MAX_INTERVAL": str(POLL_MAX),
     "API_REQUESTS_PER_SECOND": "1000",
+    # A worker taking over ~100 jobs polls them all at once: not behind 16 slots.
+    "POLL_CONCURRENCY": "64",
 }
 #: Seconds of real time, at the fleet's time scale (60): jobs of 8–20 s.
 DURATIONS = [480.0, 600.0, 720.0, 900.0, 1200.0]

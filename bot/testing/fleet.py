@@ -120,6 +120,8 @@ class Fleet:
             DISCORD_API_BASE=self.discord.rest_base,
             DISCORD_GATEWAY_URL=self.discord.gateway_url,
             LOG_LEVEL="INFO",
+            # Any free port for /healthz, /readyz, /metrics: several workers on one machine.
+            HTTP_LISTEN="127.0.0.1:0",
         )
         env.update(self.settings)
         return env
