@@ -107,7 +107,7 @@ class Claimer:
 
     async def tick(self) -> None:
         for task_id in await self.leases.poked():
-            self.poller.poke(task_id)
+            self.poller.poke(task_id, forward=False)
         if not self.claiming:
             return
         target = await self._share()

@@ -264,8 +264,12 @@ class Poller:
                 return  # a flood of unknown ids: forget them rather than grow
         self._early_hints[task_id] = now
 
-    def poke(self, task_id: str) -> bool:
-        """Poll this task now (a webhook said it may be done). Unknown tasks are ignored.
+    def poke(self, task_id: str, *, forward: bool = True) -> bool:
+        """Poll this task now (a webhook said it may be done).
+
+        A task this worker does not follow is marked due in the jobs table instead, for the
+        worker that holds it (`forward`; several workers), and remembered briefly in case
+        its submit's answer is still on the way here.
 
         A hint is never trusted, only acted on: the poll reads the truth. A hint that arrives
         while that task's poll is in flight is remembered and honoured when the poll returns
@@ -276,7 +280,8 @@ class Poller:
         job_id = self._by_task.get(task_id)
         if job_id is None:
             self._remember_hint(task_id)
-            self._mark_due_elsewhere(task_id)
+            if forward:  # a callback, not a hint already read from the table
+                self._mark_due_elsewhere(task_id)
             return False
         tracked = self._tracked[job_id]
         if tracked.due == float("inf"):  # a poll is in flight

@@ -126,7 +126,7 @@ class Fleet:
         env.update(self.settings)
         return env
 
-    async def reelbot(self, name: str, *args: str) -> Worker:
+    async def reelbot(self, name: str, *args: str, env: dict[str, str] | None = None) -> Worker:
         log = self.tmp / f"{name}.log"
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -134,7 +134,7 @@ class Fleet:
             "bot",
             *args,
             cwd=self.tmp,
-            env=self.env(),
+            env={**self.env(), **(env or {})},
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log.open("wb"),
             stderr=asyncio.subprocess.STDOUT,
@@ -148,10 +148,14 @@ class Fleet:
             if await sync.proc.wait() != 0:
                 raise RuntimeError(sync.log.read_text(errors="replace")[-2000:])
 
-    async def start_worker(self, name: str, *, timeout: float = 40.0) -> Worker:
-        """Start `reelbot run` and wait until it is connected and registered in `workers`."""
+    async def start_worker(
+        self, name: str, *, timeout: float = 40.0, env: dict[str, str] | None = None
+    ) -> Worker:
+        """Start `reelbot run` and wait until it is connected and registered in `workers`.
+
+        `env`: settings for this worker only (`SHARD_IDS`, say)."""
         ready = self.discord.ready_count
-        worker = await self.reelbot(name, "run")
+        worker = await self.reelbot(name, "run", env=env)
         self.workers.append(worker)
         try:
             await self.discord.wait_connected(timeout=timeout, ready_count=ready + 1)
