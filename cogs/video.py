@@ -309,6 +309,10 @@ class VideoCog(commands.Cog, name="Video"):
     async def jobs(self, interaction: discord.Interaction) -> None:
         await flow.job_list(self.bot, interaction)
 
+    @video.command(name="usage", description="Your spend, what you have left, and your open jobs")
+    async def usage(self, interaction: discord.Interaction) -> None:
+        await flow.usage(self.bot, interaction)
+
 
 async def setup(bot: ReelBot) -> None:
     await bot.add_cog(VideoCog(bot))

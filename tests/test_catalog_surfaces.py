@@ -66,7 +66,7 @@ def _catalog_numbers(specs: list[ModelSpec]) -> set[str]:
 
 
 def _sub_command(payload: list[dict[str, Any]], family: str) -> dict[str, Any]:
-    (video,) = payload
+    video = next(c for c in payload if c["name"] == "video")
     return next(o for o in video["options"] if o["name"] == family)
 
 

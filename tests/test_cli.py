@@ -246,3 +246,41 @@ async def test_completed_without_a_link_is_not_success(tmp_path: Path, served: A
     code, out, _ = await reelbot("generate", "p", "--json", cwd=tmp_path, **env)
     assert code == 1
     assert "sent no link" in json.loads(out)["error"]
+
+
+async def test_the_operators_cap_refuses_in_the_terminal_too(tmp_path: Path) -> None:
+    """OPERATOR_DAILY_SPEND applies to `generate` (priced from PRICES_FILE): refused, nothing sent."""
+    (tmp_path / "prices.toml").write_text('[sora-2]\n"720p" = 0.01\n')
+    code, out, err = await reelbot(
+        "generate",
+        "--fake",
+        "a red fox in snow",
+        "--model",
+        "sora-2",
+        "--duration",
+        "8",
+        "--json",
+        cwd=tmp_path,
+        OPERATOR_DAILY_SPEND="0.05",
+        PRICES_FILE=str(tmp_path / "prices.toml"),
+    )
+    assert code == 3, err
+    outcome = json.loads(out)
+    assert outcome["status"] == "refused" and outcome["task_id"] is None
+    assert "$0.08" in outcome["error"] and "daily spending limit ($0.05)" in outcome["error"]
+    assert "UTC" in outcome["error"] and "<t:" not in outcome["error"]
+
+
+async def test_a_bad_prices_file_is_a_settings_problem(tmp_path: Path) -> None:
+    (tmp_path / "prices.json").write_text('{"sora-2": {"4k": 0.01}}')
+    code, _, err = await reelbot(
+        "generate",
+        "--fake",
+        "x",
+        "--model",
+        "sora-2",
+        cwd=tmp_path,
+        PRICES_FILE=str(tmp_path / "prices.json"),
+    )
+    assert code == 2
+    assert "PRICES_FILE" in err and "sora-2 offers 720p, not 4k" in err

@@ -44,7 +44,7 @@ def validator() -> Draft202012Validator:
 def test_every_command_validates_against_discords_schema(
     payload: list[dict[str, Any]], validator: Draft202012Validator
 ) -> None:
-    assert [c["name"] for c in payload] == ["video"]
+    assert [c["name"] for c in payload] == ["video", "videoadmin"]
     for command in payload:
         errors = sorted(validator.iter_errors(command), key=lambda e: list(e.path))
         assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors[:5])
@@ -52,9 +52,9 @@ def test_every_command_validates_against_discords_schema(
 
 def test_video_is_for_servers_only(payload: list[dict[str, Any]]) -> None:
     """Not in DMs, where anyone sharing a server could spend its balance privately."""
-    (video,) = payload
-    assert video["contexts"] == [0]  # GUILD only: not BOT_DM (1) nor PRIVATE_CHANNEL (2)
-    assert video["dm_permission"] is False  # the older flag, for clients that still read it
+    for command in payload:
+        assert command["contexts"] == [0]  # GUILD only: not BOT_DM (1) nor PRIVATE_CHANNEL (2)
+        assert command["dm_permission"] is False  # the older flag, for clients that read it
 
 
 @pytest.mark.e2e  # a real `reelbot commands` process
@@ -94,9 +94,11 @@ def test_discords_naming_rules(payload: list[dict[str, Any]]) -> None:
         _check_options(command["name"], command.get("options") or [])
 
 
-def _sub(payload: list[dict[str, Any]], name: str) -> dict[str, dict[str, Any]]:
-    (video,) = payload
-    sub = next(o for o in video["options"] if o["name"] == name)
+def _sub(
+    payload: list[dict[str, Any]], name: str, command: str = "video"
+) -> dict[str, dict[str, Any]]:
+    top = next(c for c in payload if c["name"] == command)
+    sub = next(o for o in top["options"] if o["name"] == name)
     return {o["name"]: o for o in sub.get("options") or []}
 
 
@@ -188,3 +190,60 @@ def test_the_other_options_a_member_fills_in(payload: list[dict[str, Any]]) -> N
     for family in (o, v, s):
         assert [n for n, opt in family.items() if opt.get("required")] == ["prompt"]
     assert _sub(payload, "models") == {} and _sub(payload, "jobs") == {}
+    assert _sub(payload, "usage") == {}
+
+
+def test_videoadmin_is_for_manage_server(payload: list[dict[str, Any]]) -> None:
+    """Hidden from members without Manage Server (bit 5 = 32) unless an admin overrides it;
+    the cog checks the permission again at run time."""
+    admin = next(c for c in payload if c["name"] == "videoadmin")
+    assert str(admin["default_member_permissions"]) == "32"
+    assert [o["name"] for o in admin["options"]] == [
+        "settings",
+        "model",
+        "limit",
+        "role",
+        "block",
+        "unblock",
+        "words",
+        "usage",
+        "balance",
+        "alerts",
+    ]
+    assert all(o["type"] == SUBCOMMAND for o in admin["options"])
+    video = next(c for c in payload if c["name"] == "video")
+    assert video.get("default_member_permissions") is None  # every member may make videos
+    assert "usage" in [o["name"] for o in video["options"]]
+
+
+def test_videoadmin_options_are_as_the_issue_names_them(payload: list[dict[str, Any]]) -> None:
+    model = _sub(payload, "model", "videoadmin")
+    assert list(model) == ["model", "enabled", "max_resolution", "max_duration"]
+    assert _values(model["model"]) == list(CATALOG)
+    assert model["enabled"]["type"] == 5 and model["max_duration"]["type"] == 4
+    limit = _sub(payload, "limit", "videoadmin")
+    assert _values(limit["name"]) == [
+        "member_concurrent",
+        "member_daily_jobs",
+        "member_daily_spend",
+        "member_monthly_spend",
+        "member_cooldown_seconds",
+        "server_concurrent",
+        "server_daily_spend",
+        "server_monthly_spend",
+    ]
+    assert limit["value"]["type"] == 3
+    role = _sub(payload, "role", "videoadmin")
+    assert role["role"]["type"] == 8 and set(_values(role["name"])) <= set(_values(limit["name"]))
+    assert _sub(payload, "block", "videoadmin")["member"]["type"] == 6
+    assert _sub(payload, "unblock", "videoadmin")["member"]["type"] == 6
+    words = _sub(payload, "words", "videoadmin")
+    assert _values(words["action"]) == ["add", "remove", "list"] and "phrase" in words
+    assert _values(_sub(payload, "usage", "videoadmin")["period"]) == [
+        "today",
+        "7d",
+        "30d",
+        "month",
+    ]
+    alerts = _sub(payload, "alerts", "videoadmin")["channel"]
+    assert alerts["type"] == 7 and 0 in alerts["channel_types"]  # text (and announcement)

@@ -10,6 +10,7 @@ import discord
 import pytest
 
 from bot.core.catalog import CATALOG
+from bot.discord import render
 from bot.testing.fake_apimart import FakeTaskPlan
 from tests.discordfix import (  # noqa: F401 - fixtures
     PNG,
@@ -65,6 +66,8 @@ async def test_omitted_options_are_not_sent(reel: Reel) -> None:
     await reel.alice.slash(reel.channel, "video omni", prompt="just text")
     await reel.alice.slash(reel.channel, "video veo", prompt="just text")
     await reel.alice.slash(reel.channel, "video sora", prompt="just text")
+    # A member runs two jobs at once by default; the third waits in the queue for a slot.
+    await reel.wait_for(lambda: len(reel.fake.submits) == 3)
     assert reel.fake.submits == [
         {"model": "Omni-Flash-Ext", "prompt": "just text"},
         {"model": "veo3.1-fast-official", "prompt": "just text"},
@@ -433,10 +436,11 @@ async def test_a_reroll_failing_after_its_defer_leaves_nothing_public(
     (message,) = await reel.wait_results()
     before = {m.id for m in reel.messages()}
 
-    async def broken(*_a: object, **_kw: object) -> None:
+    def broken(*_a: object, **_kw: object) -> None:
         raise RuntimeError("database on fire")
 
-    monkeypatch.setattr(reel.runtime.jobs, "create", broken)
+    # Fails after the public defer (admission, before it, went through).
+    monkeypatch.setattr(render, "status", broken)
     click = await reel.alice.click(message, custom_id="reelbot:reroll:1")
     # No public "thinking…" (or error) stays in the channel; the requester alone is told.
     assert {m.id for m in reel.channel.history(viewer=reel.bob)} == before
@@ -448,16 +452,19 @@ async def test_a_reroll_failing_after_its_defer_leaves_nothing_public(
 async def test_an_error_after_the_public_defer_is_shown_only_to_the_member(
     reel: Reel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def broken(*_a: object, **_kw: object) -> None:
+    def broken(*_a: object, **_kw: object) -> None:
         raise RuntimeError("database on fire")
 
-    monkeypatch.setattr(reel.runtime.jobs, "create", broken)
+    monkeypatch.setattr(render, "status", broken)
     result = await reel.alice.slash(reel.channel, "video sora", prompt="anything")
     assert reel.channel.history(viewer=reel.bob) == []
     (followup,) = result.followups
     assert followup.ephemeral and "Error id" in followup.content
     assert reel.fake.submit_attempts == []
     assert reel.env.errors  # seen by simcord; acknowledged here
+    # The job admitted before the defer gave its slot back: nothing is left running.
+    (job,) = await reel.runtime.store.recent()
+    assert job.state.value == "failed" and job.error_code == "interrupted"
 
 
 # -- where the bot may run ------------------------------------------------------------------

@@ -260,3 +260,69 @@ async def test_a_channel_where_the_bot_cannot_post_is_refused_before_any_cost(
     assert "**Embed Links**" in callback.json["data"]["content"]
     assert "Attach Files" not in callback.json["data"]["content"]  # the link is the fallback
     assert world.api.uploads == {} and world.api.submit_attempts == []
+
+
+def _callbacks(world: World, interaction: dict[str, Any]) -> list[Any]:
+    return [
+        r
+        for r in world.discord.requests
+        if r.method == "POST" and r.path.startswith(f"/interactions/{interaction['id']}/")
+    ]
+
+
+async def _answer(world: World, interaction: dict[str, Any]) -> dict[str, Any]:
+    await world.discord.dispatch("INTERACTION_CREATE", interaction)
+    (callback,) = await _wait(
+        lambda: _callbacks(world, interaction), 15, "the interaction's answer", world
+    )
+    return dict(callback.json)
+
+
+async def test_settings_queue_and_spend_survive_a_restart(world: World) -> None:
+    """An admin's limit, a queued job (with its uploaded image) and the spend outlive the
+    process: after a SIGKILL and a restart the queued job is submitted once, in its turn."""
+    sync = await world.reelbot("sync", "--guild", str(world.guild_id))
+    assert await sync.wait() == 0, world.all_logs()
+    owner = int(world.discord.guilds[world.guild_id]["owner_id"])  # has Manage Server
+    second_member = USER_ID + 1
+    world.api.plan_next(FakeTaskPlan(duration_s=300))  # 5 s real: it holds the one slot
+
+    def admin(sub: str, **options: Any) -> dict[str, Any]:
+        return world.discord.slash_interaction(
+            guild_id=world.guild_id,
+            channel_id=world.channel_id,
+            user_id=owner,
+            command_name="videoadmin",
+            subcommand=sub,
+            options=options,
+        )
+
+    async with running_bot(world) as first:
+        answer = await _answer(world, admin("limit", name="server_concurrent", value="1"))
+        assert answer["data"]["flags"] & 64 and "8 → **1**" in answer["data"]["content"]
+        await world.discord.dispatch("INTERACTION_CREATE", world.slash_sora("first", duration=4))
+        await _wait(lambda: world.api.submits, 15, "the first submit", world)
+        queued = world.slash_sora("second", duration=4)
+        queued["member"]["user"]["id"] = str(second_member)
+        queued["member"]["user"]["username"] = "second"
+        await world.discord.dispatch("INTERACTION_CREATE", queued)
+        await _wait(lambda: len(world.api.uploads) == 2, 15, "the queued job's upload", world)
+        await asyncio.sleep(0.5)  # its status message, with Cancel
+        assert len(world.api.submit_attempts) == 1
+        first.kill()
+        await first.wait()
+
+    async with running_bot(world):
+        results = await _wait(
+            lambda: len(world.results()) >= 2 and world.results(), 40, "both results", world
+        )
+        await asyncio.sleep(1.0)
+        assert len(world.results()) == 2, results
+        assert [b["prompt"] for b in world.api.submits] == ["first", "second"]
+        assert len(world.api.submit_attempts) == 2
+        settings = await _answer(world, admin("settings"))
+        text = json.dumps(settings["data"]["embeds"])
+        assert "`server_concurrent` 1" in text
+        usage = await _answer(world, admin("usage", period="today"))
+        total = sum(t.cost for t in world.api.tasks.values())
+        assert f"**Total ${total:.2f}**" in usage["data"]["embeds"][0]["description"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -75,6 +76,12 @@ class Settings(BaseSettings):
     #: Discord sharding: the total number of shards, and which of them this process runs.
     SHARD_COUNT: int | None = Field(None, ge=1, le=65_536)
     SHARD_IDS: str | None = None
+    #: Community controls: operator-wide spend caps in USD for all servers together (unset: no
+    #: cap), how long finished jobs are kept, and an optional price table to start from.
+    OPERATOR_DAILY_SPEND: Decimal | None = Field(None, ge=0, le=10_000_000, decimal_places=6)
+    OPERATOR_MONTHLY_SPEND: Decimal | None = Field(None, ge=0, le=10_000_000, decimal_places=6)
+    JOB_RETENTION_DAYS: int = Field(90, ge=1, le=36_500)
+    PRICES_FILE: Path | None = None
     #: Used by the end-to-end tests and the offline demo to point discord.py at a local fake.
     DISCORD_API_BASE: str | None = None
     DISCORD_GATEWAY_URL: str | None = None
@@ -140,6 +147,29 @@ class Settings(BaseSettings):
         if self.POLL_MAX_INTERVAL < self.POLL_INTERVAL:
             raise ValueError("POLL_MAX_INTERVAL must be at least POLL_INTERVAL")
         return self
+
+    @field_validator("OPERATOR_DAILY_SPEND", "OPERATOR_MONTHLY_SPEND", "PRICES_FILE", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("PRICES_FILE")
+    @classmethod
+    def _readable_prices(cls, value: Path | None) -> Path | None:
+        """Read once here, so a typo stops the start with the other settings' problems."""
+        if value is not None:
+            from bot.core.controls.prices import PricesFileInvalid, read_prices_file
+
+            try:
+                read_prices_file(value)
+            except PricesFileInvalid as exc:
+                raise ValueError(str(exc).removeprefix(f"PRICES_FILE {value}: ")) from None
+        return value
+
+    def operator_cap(self, name: str) -> int | None:
+        """An operator cap in micro-dollars (exact: the setting is read as a Decimal)."""
+        value: Decimal | None = getattr(self, name)
+        return None if value is None else int(value * 1_000_000)
 
     @model_validator(mode="after")
     def _listen_alias(self) -> Settings:

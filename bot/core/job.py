@@ -1,6 +1,6 @@
 """A job: one request, where it stands, and what came of it.
 
-A job moves created → submitting → running → completed / failed / cancelled. `unknown` is the
+A job moves (queued →) created → submitting → running → completed / failed / cancelled. `unknown` is the
 honest state of a submit whose answer never came (timeout, 5xx): the API may or may not have
 accepted and billed it, so it is reported and never resubmitted. `delivered` records that the
 final outcome reached its requester, so a restart posts every result exactly once.
@@ -44,6 +44,8 @@ NOTICES = {
 
 
 class JobState(StrEnum):
+    #: Admitted, waiting for a free slot (a concurrency limit); submitted by the fair queue.
+    QUEUED = "queued"
     CREATED = "created"
     SUBMITTING = "submitting"
     RUNNING = "running"
@@ -85,6 +87,15 @@ class Job:
     error_code: str | None = None
     error_message: str | None = None
     delivered: bool = False
+    #: The admission's cost estimate in micro-dollars (None: no price known yet).
+    estimate: int | None = None
+    #: Micro-dollars held against the caps until the job ends (then its actual cost counts).
+    reserved: int = 0
+    #: Queued, but the front end is still preparing it (not yet eligible for submission).
+    held: bool = False
+    #: Its place in the server's queue when last counted (not stored: it changes as the
+    #: queue moves; front ends show it on the status message).
+    queue_position: int | None = None
     #: A neutral word for the requester while the job runs ("delayed", "slow"), not stored:
     #: front ends render it (see NOTICES); None when all is as expected.
     notice: str | None = None

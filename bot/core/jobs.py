@@ -27,6 +27,9 @@ from bot.core.apimart import (
     UploadedImage,
 )
 from bot.core.clock import Clock
+from bot.core.controls import queue
+from bot.core.controls.admission import Admission, Requester
+from bot.core.controls.service import Controls
 from bot.core.job import Job, JobState
 from bot.core.owner import owned_elsewhere
 from bot.core.poller import Notifier, Poller
@@ -38,6 +41,9 @@ if TYPE_CHECKING:
     from bot.core.leases import Leases
 
 log = logging.getLogger(__name__)
+
+#: Queued jobs whose status message is updated when their server's queue moves.
+SHOWN_PLACES = 25
 
 UNKNOWN_SUFFIX = (
     " The video may still be made and billed; it was not sent again to avoid a double charge."
@@ -126,7 +132,9 @@ class JobService:
         notifier: Notifier,
         clock: Clock,
         webhook_url: str | None = None,
+        controls: Controls | None = None,
     ) -> None:
+        self.controls = controls
         self.store = store
         self.api = api
         self.poller = poller
@@ -148,7 +156,11 @@ class JobService:
 
         A submit under way may already be billed: stopping before its answer is recorded would
         lose the task id. Returns False when some were still under way at the deadline.
+        The fair queue stops first (its launches under way finish): a queued job stays queued
+        for the next start instead of being refused as interrupted.
         """
+        if self.controls is not None and self.controls.dispatcher is not None:
+            await self.controls.dispatcher.stop()
         self._closing = True
         try:
             async with asyncio.timeout(timeout):
@@ -168,6 +180,39 @@ class JobService:
             field = f"image {index + 1} ({file.filename})"
             check_image_file(spec, file.content_type, len(file.data), field)
 
+    async def admit(
+        self,
+        request: VideoRequest,
+        *,
+        origin: Origin | None = None,
+        requester: str | None = None,
+        guild_id: str | None = None,
+        role_ids: tuple[str, ...] = (),
+    ) -> Admission:
+        """Write the job down — the first thing, before any slow work — once the community
+        controls admit it (raises `Refused`); it is `queued` when only a slot is missing."""
+        if self.controls is None:
+            # With leases the row is born leased to this worker, so no other worker (nor a bot
+            # starting beside `reelbot generate`) settles it while it is being submitted here.
+            job = await self.store.create(
+                request,
+                now=self.clock.now(),
+                origin=origin.as_dict() if origin is not None else None,
+                requester=requester,
+                guild_id=guild_id,
+                owner=self.leases.worker_id if self.leases is not None else None,
+                lease_until=self.leases.until() if self.leases is not None else None,
+            )
+            if self.leases is not None:
+                self.leases.hold(job)
+            admission = Admission(job)
+        else:
+            who = Requester(guild_id, requester, role_ids)
+            stored = origin.as_dict() if origin is not None else None
+            admission = await self.controls.admit(request, who, origin=stored)
+        log.info("job %s: %s (%s)", admission.job.id, admission.job.state.value, request.summary())
+        return admission
+
     async def create(
         self,
         request: VideoRequest,
@@ -176,26 +221,9 @@ class JobService:
         requester: str | None = None,
         guild_id: str | None = None,
     ) -> Job:
-        """Write the job down (state `created`) — the first thing, before any slow work.
-
-        With leases the row is born leased to this worker, so no other worker (nor a bot
-        starting beside `reelbot generate`) settles it while it is being submitted here.
-        """
-        owner = self.leases.worker_id if self.leases is not None else None
-        until = self.leases.until() if self.leases is not None else None
-        job = await self.store.create(
-            request,
-            now=self.clock.now(),
-            origin=origin.as_dict() if origin is not None else None,
-            requester=requester,
-            guild_id=guild_id,
-            owner=owner,
-            lease_until=until,
-        )
-        if self.leases is not None:
-            self.leases.hold(job)
-        log.info("job %s: created (%s)", job.id, request.summary())
-        return job
+        """`admit` for callers that need only the job."""
+        admission = await self.admit(request, origin=origin, requester=requester, guild_id=guild_id)
+        return admission.job
 
     async def place(self, job: Job, origin: Origin) -> Job:
         """Record where the job's messages go, once the front end has shown its status."""
@@ -244,6 +272,12 @@ class JobService:
         except ApimartError as exc:
             message = f"The image upload failed: {exc}"
             return await self.end(job, JobState.FAILED, "upload_failed", message)
+        if job.state is JobState.QUEUED:
+            # Ready: the fair queue submits it when a slot frees (bot.core.controls.queue).
+            await self.store.update(job, held=False)
+            if self.controls is not None and self.controls.dispatcher is not None:
+                self.controls.dispatcher.wake()
+            return job
         if self._closing:
             return await self.end(job, JobState.FAILED, "interrupted", INTERRUPTED_MESSAGE)
         self._sending += 1
@@ -336,12 +370,16 @@ class JobService:
             "redelivered": 0,
             "owned elsewhere": 0,
             "followed again": 0,
+            "queued": 0,
         }
         now = self.clock.now()
         for job in await self.store.unfinished():
             if owned_elsewhere(job, now):
                 # Leased by a live process (a terminal following it): not ours to touch.
                 counts["owned elsewhere"] += 1
+                continue
+            if job.state is JobState.QUEUED and not job.held:
+                counts["queued"] += 1  # the queue submits it when its turn comes
                 continue
             counts[await self.take_over(job)] += 1
         for job in await self.store.unknown_with_task(since=now - self.poller.max_age):
@@ -350,6 +388,8 @@ class JobService:
                 counts["followed again"] += 1
         if any(counts.values()):
             log.info("resumed jobs: %s", counts)
+        if self.controls is not None and self.controls.dispatcher is not None:
+            self.controls.dispatcher.open()  # queued jobs may go now
         return counts
 
     async def take_over(self, job: Job) -> str:
@@ -365,7 +405,8 @@ class JobService:
             due = job.next_poll_at if job.next_poll_at is not None else self.clock.now()
             self.poller.track(job, due=due)
             return "polling"
-        if job.state is JobState.CREATED:
+        if job.state is JobState.CREATED or job.state is JobState.QUEUED:
+            # Never sent (a queued one: its front end was still preparing it).
             await self.end(job, JobState.FAILED, "interrupted", INTERRUPTED_MESSAGE, later=True)
             return "interrupted"
         if job.state is JobState.SUBMITTING:
@@ -375,6 +416,12 @@ class JobService:
             return "unknown"
         self.poller.spawn(self.poller.deliver(job))
         return "redelivered"
+
+    async def show_queue(self, guild_id: str) -> None:
+        """The queue of a server moved: each waiting job's status shows its new place (the
+        notifier throttles; the first `SHOWN_PLACES` are enough to see it move)."""
+        for job in await queue.waiting(self.store, guild_id, SHOWN_PLACES):
+            await self.notifier.job_progress(job)
 
     async def follow_again(self, job: Job, *, track: bool = True) -> Job:
         """Follow an `unknown` job that has a task id again (its end was never learned).

@@ -42,8 +42,17 @@ _TERMINAL_VALUES = [s.value for s in TERMINAL]
 
 
 def needs_work() -> sa.ColumnElement[bool]:
-    """Jobs some worker must act on: anything not both finished and delivered."""
-    return sa.or_(jobs_table.c.state.not_in(_TERMINAL_VALUES), jobs_table.c.delivered.is_(False))
+    """Jobs some worker must act on: anything not both finished and delivered, except a
+    queued job that is ready (the fair queue hands those out: `controls.queue.claim_next`).
+
+    A queued job still `held` by its front end (uploads, status message) is leased to the
+    worker preparing it; should that worker die, whoever claims it says it was interrupted.
+    """
+    c = jobs_table.c
+    return sa.and_(
+        sa.or_(c.state.not_in(_TERMINAL_VALUES), c.delivered.is_(False)),
+        sa.not_(sa.and_(c.state == JobState.QUEUED.value, c.held.is_(False))),
+    )
 
 
 class Leases:

@@ -21,6 +21,10 @@ from bot.core.apimart import ApimartClient
 from bot.core.claimer import Claimer
 from bot.core.clock import Clock, SystemClock
 from bot.core.config import Settings, SettingsError
+from bot.core.controls.prices import read_prices_file
+from bot.core.controls.queue import Dispatcher
+from bot.core.controls.retention import prune_forever
+from bot.core.controls.service import Controls
 from bot.core.health import Readiness
 from bot.core.http import HttpListener
 from bot.core.identify import IdentifyGate
@@ -63,6 +67,8 @@ class Runtime:
     #: The HTTP listener and the metrics sampler (`reelbot run` only).
     http: HttpListener | None = None
     sampler: Sampler | None = None
+    #: Community controls (caps, queue, usage); always on (defaults: 2 per member, 8 per server).
+    controls: Controls | None = None
 
     @property
     def worker_id(self) -> str:
@@ -93,6 +99,8 @@ class Runtime:
             return 0
         before = self.leases.claimed
         await self.claimer.resume()
+        if self.controls is not None and self.controls.dispatcher is not None:
+            self.controls.dispatcher.open()  # queued jobs may go now
         # `unknown` jobs with a task id whose end was never learned: followed again (each
         # claimed first, so one worker does it).
         now = self.clock.now()
@@ -185,6 +193,14 @@ async def open_runtime(
                     max_age=settings.JOB_TIMEOUT,
                 )
                 webhook = settings.WEBHOOK_PUBLIC_URL  # None, or a checked http(s) URL
+                controls = Controls(
+                    store,
+                    clock,
+                    operator_daily=settings.operator_cap("OPERATOR_DAILY_SPEND"),
+                    operator_monthly=settings.operator_cap("OPERATOR_MONTHLY_SPEND"),
+                )
+                if settings.PRICES_FILE is not None:
+                    await controls.seed_prices(read_prices_file(settings.PRICES_FILE))
                 jobs = JobService(
                     store=store,
                     api=api,
@@ -192,12 +208,18 @@ async def open_runtime(
                     notifier=notifier,
                     clock=clock,
                     webhook_url=webhook,
+                    controls=controls,
                 )
                 exclusive = url.startswith("sqlite") and role == "bot"
                 leases = Leases(
                     store, worker_id, clock, settings.LEASE_SECONDS, exclusive=exclusive
                 )
-                poller.leases = jobs.leases = leases
+                poller.leases = jobs.leases = controls.leases = leases
+                # The queue opens when the claimer resumes (here, or in the bot's setup_hook):
+                # a terminal process never submits another front end's queued jobs.
+                dispatcher = Dispatcher(store, jobs.launch, on_moved=jobs.show_queue)
+                dispatcher.leases = leases
+                controls.dispatcher = dispatcher
                 workers = WorkerRegistry(
                     store,
                     worker_id,
@@ -231,6 +253,14 @@ async def open_runtime(
                     identify_gate=IdentifyGate(store.engine),
                     webhook=WebhookServer(poller) if webhook else None,
                 )
+                runtime.controls = controls
+                background = [
+                    asyncio.create_task(dispatcher.run(), name="reelbot-queue"),
+                    asyncio.create_task(
+                        prune_forever(store, clock, settings.JOB_RETENTION_DAYS),
+                        name="reelbot-retention",
+                    ),
+                ]
                 add_core_checks(runtime)
                 for name in expect_ready:
                     readiness.expect(name)
@@ -260,6 +290,11 @@ async def open_runtime(
                         await runtime.resume()
                     yield runtime
                 finally:
+                    await dispatcher.stop()
+                    for task in background:
+                        task.cancel()
+                    await asyncio.gather(*background, return_exceptions=True)
+                    await controls.settle_alerts()
                     await sampler.stop()
                     if runtime.http is not None:
                         await runtime.http.close()

@@ -44,6 +44,76 @@ jobs_table = sa.Table(
     sa.Column("fence", sa.Integer, nullable=False, default=0, server_default="0"),
     # A webhook reached a worker that does not hold the job: its owner polls it at once.
     sa.Column("poked_at", sa.Float),
+    # Community controls (bot.core.controls): money in integer micro-dollars, never float.
+    #: The admission's estimate (None: no price known yet for this model and resolution).
+    sa.Column("estimate_micros", sa.BigInteger),
+    #: What the usage ledger holds against caps for this job until it is settled.
+    sa.Column("reserved_micros", sa.BigInteger, nullable=False, default=0, server_default="0"),
+    #: The UTC day (YYYY-MM-DD) whose usage row carries this job's jobs, spend and failures
+    #: (None: a job from before the controls, never reserved).
+    sa.Column("usage_day", sa.String(10)),
+    #: The reservation has become the actual cost (once, whatever retries the end sees).
+    sa.Column("settled", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
+    #: Queued jobs: the member's turn (round-robin key) and their concurrent-job allowance.
+    sa.Column("queue_round", sa.Integer, nullable=False, default=0, server_default="0"),
+    sa.Column("member_slots", sa.Integer),
+    #: A queued job the front end is still preparing (uploads, status message): not yet sent.
+    sa.Column("held", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
+)
+
+# -- community controls (bot.core.controls) -------------------------------------------------
+
+#: One row per server (and one, `*`, for the operator's caps): its settings as one JSON
+#: document, and `seq`, which every admission and every change bumps first. That UPDATE is the
+#: lock: a row lock on PostgreSQL (held to commit), the database write lock on SQLite, so
+#: admissions to one server run one at a time.
+guild_controls = sa.Table(
+    "guild_controls",
+    metadata,
+    sa.Column("guild_id", sa.String(64), primary_key=True),
+    sa.Column("doc", sa.JSON, nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False, default=0),
+)
+
+#: Per UTC day, server, member and model: what caps and reports read. Kept when old jobs are
+#: pruned, so spend and usage stay exact for ever.
+usage_daily = sa.Table(
+    "usage_daily",
+    metadata,
+    sa.Column("day", sa.String(10), primary_key=True),
+    sa.Column("guild_id", sa.String(64), primary_key=True),
+    sa.Column("member_id", sa.String(64), primary_key=True),
+    sa.Column("model", sa.String(64), primary_key=True),
+    sa.Column("jobs", sa.Integer, nullable=False, default=0),
+    sa.Column("failures", sa.Integer, nullable=False, default=0),
+    sa.Column("spent_micros", sa.BigInteger, nullable=False, default=0),
+    sa.Column("reserved_micros", sa.BigInteger, nullable=False, default=0),
+)
+
+#: Price per second of video (times samples, for Veo) by model and resolution.
+prices = sa.Table(
+    "prices",
+    metadata,
+    sa.Column("model", sa.String(64), primary_key=True),
+    sa.Column("resolution", sa.String(16), primary_key=True),
+    sa.Column("micros_per_unit", sa.BigInteger, nullable=False),
+    #: `seed` (PRICES_FILE) or `learned` (a finished job's reported cost).
+    sa.Column("source", sa.String(8), nullable=False),
+    sa.Column("observations", sa.Integer, nullable=False, default=0),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+#: Every change an admin made: who, when, what, old → new.
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("guild_id", sa.String(64), nullable=False, index=True),
+    sa.Column("actor_id", sa.String(64), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("setting", sa.String(200), nullable=False),
+    sa.Column("old", sa.Text),
+    sa.Column("new", sa.Text),
 )
 
 #: One row per live process (bot/core/workers.py): its heartbeat, and the API slow-down it last

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -77,12 +77,31 @@ def _sqlite_path(url: str) -> Path | None:
     return Path(path) if path and path != ":memory:" else None
 
 
-#: Fields a caller may change through `Store.update`.
+#: Fields a caller may change through `Store.update` (money and queue columns belong to
+#: bot.core.controls, which writes them in its own transactions).
 UPDATABLE = frozenset(
     c.name
     for c in jobs_table.columns
-    if c.name not in {"id", "model", "request", "created_at"} | LEASE_COLUMNS
+    if c.name
+    not in {
+        "id",
+        "model",
+        "request",
+        "created_at",
+        "estimate_micros",
+        "reserved_micros",
+        "usage_day",
+        "settled",
+        "queue_round",
+        "member_slots",
+    }
+    | LEASE_COLUMNS
 )
+
+#: Runs inside the transaction that moves a job to a terminal state (the ledger's settlement).
+TerminalHook = Callable[[AsyncConnection, int], Awaitable[Any]]
+#: Runs after that transaction committed, with what the in-transaction hook returned.
+AfterTerminal = Callable[[Job, Any], None]
 
 
 class LeaseLost(Exception):
@@ -152,6 +171,9 @@ def _row_to_job(row: sa.Row[Any]) -> Job:
         error_code=m["error_code"],
         error_message=m["error_message"],
         delivered=bool(m["delivered"]),
+        estimate=m["estimate_micros"],
+        reserved=m["reserved_micros"] or 0,
+        held=bool(m["held"]),
         owner=m["owner"],
         fence=m["fence"] or 0,
         lease_until=m["lease_until"],
@@ -190,6 +212,13 @@ class Store:
         self._write_lock: asyncio.Lock | None = (
             asyncio.Lock() if engine.dialect.name == "sqlite" else None
         )
+        #: Set by bot.core.controls: settle a job's money in the same transaction as its end.
+        self.on_terminal: TerminalHook | None = None
+        self.after_terminal: AfterTerminal | None = None
+
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        """One write transaction for callers with several statements to keep together."""
+        return self._writing()
 
     @contextlib.asynccontextmanager
     async def _writing(self) -> AsyncIterator[AsyncConnection]:
@@ -200,10 +229,6 @@ class Store:
             return
         async with self._write_lock, self.engine.begin() as conn:
             yield conn
-
-    def transaction(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
-        """One write transaction, for core modules with statements of their own (leases)."""
-        return self._writing()
 
     @classmethod
     async def open(cls, url: str) -> Store:
@@ -277,12 +302,21 @@ class Store:
         if unknown:
             raise ValueError(f"not updatable: {sorted(unknown)}")
         values = {k: (v.value if isinstance(v, JobState) else v) for k, v in fields.items()}
+        ending = "state" in fields and JobState(fields["state"]).terminal
+        settled: Any = None
         async with self._writing() as conn:
             result = await conn.execute(jobs_table.update().where(held_by(job)).values(**values))
-        if result.rowcount == 0:
-            raise LeaseLost(job.id)
+            if result.rowcount == 0:
+                raise LeaseLost(job.id)  # (the transaction is rolled back: nothing written)
+            if ending and self.on_terminal is not None:
+                settled = await self.on_terminal(conn, job.id)
         for name, value in fields.items():
             setattr(job, name, JobState(value) if name == "state" else value)
+        if ending and self.after_terminal is not None:
+            try:
+                self.after_terminal(job, settled)
+            except Exception:
+                log.exception("job %s: after-end hook failed", job.id)
         return job
 
     async def replace_request(self, job: Job, request: VideoRequest) -> None:

@@ -25,11 +25,11 @@ from bot.core.config import Settings
 from bot.core.runtime import Runtime
 from bot.discord.notifier import DiscordNotifier
 from bot.discord.replies import report_error
-from bot.discord.views import DYNAMIC_ITEMS, result_view
+from bot.discord.views import DYNAMIC_ITEMS, result_view, status_view
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.video",)
+EXTENSIONS = ("cogs.video", "cogs.admin")
 
 #: What the bot needs in a channel: see it, post (also in threads), embed links, attach videos.
 PERMISSIONS = discord.Permissions(
@@ -56,6 +56,17 @@ class ReelTree(app_commands.CommandTree[Any]):
     ) -> None:
         name = interaction.command.qualified_name if interaction.command else "?"
         await report_error(interaction, error, where=f"/{name}")
+
+
+class ChannelAlerts:
+    """Posts the controls' alerts (caps at 80 %/100 %, an empty balance) to a server's channel."""
+
+    def __init__(self, client: discord.Client) -> None:
+        self.client = client
+
+    async def alert(self, channel_id: str, text: str) -> None:
+        channel = self.client.get_partial_messageable(int(channel_id))
+        await channel.send(text[:2000], allowed_mentions=discord.AllowedMentions.none())
 
 
 # reelbot never joins voice: don't warn every start that voice libraries are missing.
@@ -112,7 +123,10 @@ class ReelBot(commands.Bot):
         if self.runtime is None or self.notifier is None:
             return
         self.notifier.view_factory = result_view
+        self.notifier.status_view = status_view
         self.runtime.set_notifier(self.notifier)
+        if self.runtime.controls is not None:
+            self.runtime.controls.alert_sink = ChannelAlerts(self)
         taken = await self.runtime.resume()
         log.info("setup done; %d job(s) taken on at start", taken)
 

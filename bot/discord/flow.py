@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.core.catalog import DEFAULT_UPLOAD_LIMIT, ImageStyle, ModelSpec
+from bot.core.controls.admission import Refused
 from bot.core.job import Job, JobState
-from bot.core.jobs import ImageFile, Origin, with_pending_uploads
+from bot.core.jobs import INTERRUPTED_MESSAGE, ImageFile, Origin, with_pending_uploads
 from bot.core.request import (
     Problem,
     RequestInvalid,
@@ -25,7 +26,7 @@ from bot.core.request import (
     frame_images,
 )
 from bot.core.reroll import ALREADY_REROLLING, UNKNOWN_JOB, media_time
-from bot.discord import render
+from bot.discord import render, render_admin, views
 from bot.discord.replies import mark_public_placeholder
 
 if TYPE_CHECKING:
@@ -116,16 +117,37 @@ async def start(
         await interaction.response.send_message(cannot_post(missing), ephemeral=True)
         return None
     media_at = runtime.clock.now() if media_at is None else media_at
-    await interaction.response.defer(thinking=True)
-    mark_public_placeholder(interaction)
     member = str(interaction.user.id)
     guild_id = str(interaction.guild_id) if interaction.guild_id else None
-    job = await runtime.jobs.create(
-        request, origin=Origin(kind="discord"), requester=member, guild_id=guild_id
-    )
-    status = await interaction.edit_original_response(
-        **render.status(job, runtime.clock.now()).kwargs()
-    )
+    # The community controls decide first, so a refusal is private and nothing is shown.
+    try:
+        admission = await runtime.jobs.admit(
+            request,
+            origin=Origin(kind="discord"),
+            requester=member,
+            guild_id=guild_id,
+            role_ids=role_ids(interaction),
+        )
+    except Refused as refusal:
+        await interaction.response.send_message(
+            render_admin.refusal(refusal.message), ephemeral=True
+        )
+        return None
+    job = admission.job
+    try:
+        await interaction.response.defer(thinking=True)
+        mark_public_placeholder(interaction)
+        rendered = render.status(job, runtime.clock.now(), position=admission.position)
+        if job.state is JobState.QUEUED:
+            status = await interaction.edit_original_response(
+                **rendered.kwargs(), view=views.queued_view(job)
+            )
+        else:
+            status = await interaction.edit_original_response(**rendered.kwargs())
+    except BaseException:
+        # Nothing was shown: free the slot and the reservation, then let the ladder speak.
+        await runtime.jobs.end(job, JobState.FAILED, "interrupted", INTERRUPTED_MESSAGE)
+        raise
     mark_public_placeholder(interaction, False)
     origin = Origin(
         kind="discord",
@@ -183,6 +205,39 @@ async def job_list(bot: ReelBot, interaction: discord.Interaction) -> None:
     recent = await runtime.jobs.recent(requester=str(interaction.user.id), limit=10)
     rendered = render.job_list(recent, runtime.clock.now())
     await interaction.response.send_message(**rendered.kwargs(), ephemeral=True)
+
+
+async def usage(bot: ReelBot, interaction: discord.Interaction) -> None:
+    """`/video usage`: the member's spend, allowance and open jobs, privately."""
+    runtime = bot.require_runtime()
+    assert runtime.controls is not None
+    allowance = await runtime.controls.allowance(
+        str(interaction.guild_id), str(interaction.user.id), role_ids(interaction)
+    )
+    rendered = render_admin.allowance(allowance, runtime.clock.now())
+    await interaction.response.send_message(**rendered.kwargs(), ephemeral=True)
+
+
+async def cancel(bot: ReelBot, interaction: discord.Interaction, job_id: int) -> None:
+    """Cancel a queued job (requester or Manage Server); a submitted one cannot be."""
+    runtime = bot.require_runtime()
+    assert runtime.controls is not None
+    manager = bool(getattr(interaction.permissions, "manage_guild", False))
+    done, message = await runtime.controls.cancel(job_id, str(interaction.user.id), manager=manager)
+    job = await runtime.jobs.get(job_id) if done else None
+    if job is None:
+        await interaction.response.send_message(message, ephemeral=True)
+        return
+    await interaction.response.edit_message(
+        **render.status(job, runtime.clock.now()).kwargs(), view=None
+    )
+    await interaction.followup.send(message, ephemeral=True)
+
+
+def role_ids(interaction: discord.Interaction) -> tuple[str, ...]:
+    """The member's roles, for role tiers (none for a user object outside a server)."""
+    roles = getattr(interaction.user, "roles", None) or ()
+    return tuple(str(role.id) for role in roles)
 
 
 def missing_permissions(interaction: discord.Interaction) -> list[str]:

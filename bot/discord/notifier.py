@@ -145,6 +145,8 @@ class DiscordNotifier:
         )
         self.download_timeout = download_timeout
         self.view_factory = view_factory
+        #: The buttons under a status message (Cancel while queued); None: no buttons.
+        self.status_view: ViewFactory | None = None
         #: Live interactions by job id: the fallback when the channel refuses the bot. In
         #: memory only — a token is a credential and is useless after 15 minutes anyway.
         self._interactions: dict[int, discord.Interaction] = {}
@@ -161,14 +163,17 @@ class DiscordNotifier:
         where = Destination.of(job)
         if where is None or where.message_id is None or job.state.terminal:
             return
+        if job.state is JobState.QUEUED and job.queue_position is None:
+            return  # its status message (with Cancel) was written by the front end
         if job.id in self._edits:
             return  # one edit per job at a time; the next event (or the final edit) catches up
         if not self.throttle.allow(job.id, where.channel_id):
             return
         # Rendered now, so the edit shows this event's state even if it goes out later.
         rendered = render.status(job, self.clock.now())
+        view = self.status_view(job) if self.status_view else None
         task = asyncio.create_task(
-            self._edit_status(job.id, where, rendered), name=f"reelbot-status-{job.id}"
+            self._edit_status(job.id, where, rendered, view), name=f"reelbot-status-{job.id}"
         )
         self._edits[job.id] = task
         task.add_done_callback(functools.partial(self._edit_done, job.id))
@@ -243,13 +248,18 @@ class DiscordNotifier:
         return self.client.get_partial_messageable(where.channel_id, guild_id=where.guild_id)
 
     async def _edit_status(
-        self, job_id: int, where: Destination, rendered: render.Rendered
+        self,
+        job_id: int,
+        where: Destination,
+        rendered: render.Rendered,
+        view: discord.ui.View | None = None,
     ) -> None:
         """Edit the status message with the bot token; failures are logged, never raised."""
         assert where.message_id is not None
         message = self._channel(where).get_partial_message(where.message_id)
         try:
-            await message.edit(**rendered.kwargs())
+            # A queued job keeps its Cancel button; it goes once the job is sent to APIMart.
+            await message.edit(**rendered.kwargs(), view=view)
         except discord.HTTPException as exc:
             self._rest_error(exc.status)
             log.warning("job %s: could not edit its status message: %s", job_id, exc)

@@ -15,6 +15,8 @@ from typing import Any
 import discord
 
 from bot.core.catalog import CATALOG, FAMILIES, describe
+from bot.core.controls.moderation import plain_reason
+from bot.core.controls.money import usd
 from bot.core.job import NOTICES, Job, JobState
 from bot.core.progress import duration_text, progress_bar
 from bot.core.request import RequestInvalid
@@ -98,6 +100,7 @@ def _elapsed(job: Job, now: float) -> float:
 
 def _state_label(job: Job) -> str:
     return {
+        JobState.QUEUED: "queued",
         JobState.CREATED: "preparing",
         JobState.SUBMITTING: "sending to APIMart",
         JobState.RUNNING: "rendering",
@@ -145,18 +148,33 @@ STATUS_ICONS = {
 }
 
 
-def status(job: Job, now: float) -> Rendered:
-    """The one status message of a job: model, parameters, progress bar, elapsed, estimate."""
+def status(job: Job, now: float, *, position: int | None = None) -> Rendered:
+    """The one status message of a job: model, parameters, progress bar, elapsed, estimate.
+
+    A queued job shows its place in the server's queue (`position`) instead of progress.
+    """
     request = job.request
-    lines = [f"> {prompt_preview(request.prompt)}", f"`{request.summary()}`"]
-    if job.state is JobState.COMPLETED:
+    position = job.queue_position if position is None else position
+    summary = f"`{request.summary()}`"
+    if job.estimate is not None and not job.state.terminal:
+        summary += f" · ≈ {usd(job.estimate)}"
+    lines = [f"> {prompt_preview(request.prompt)}", summary]
+    if job.state is JobState.QUEUED:
+        where = f"position {position}" if position else "waiting"
+        lines.append(
+            f"⏳ queued ({where}): it starts when a slot frees up. Nothing is charged until then."
+        )
+    elif job.state is JobState.COMPLETED:
         lines.append(f"`{progress_bar(100)}`")
     elif not job.state.terminal:
         lines.append(f"`{progress_bar(job.progress)}`")
     times = [f"{_state_label(job)} · elapsed {duration_text(_elapsed(job, now))}"]
+    if job.state is JobState.QUEUED:
+        times = []
     if job.estimated_time and not job.state.terminal:
         times.append(f"APIMart estimates {duration_text(job.estimated_time)}")
-    lines.append(" · ".join(times))
+    if times:
+        lines.append(" · ".join(times))
     if job.notice and not job.state.terminal:
         lines.append(f"⏳ {NOTICES.get(job.notice, job.notice)}")
     for note in request.notes():
@@ -209,6 +227,8 @@ def failure(job: Job, now: float) -> Rendered:
     head = f"{who} {head}" if who else head[0].upper() + head[1:]
     content = clip(f"{head}\n> {prompt_preview(request.prompt)}", CONTENT_LIMIT)
     reason = job.error_message or "APIMart gave no reason."
+    if job.state is JobState.FAILED and job.task_id:  # the API's own refusal of the task
+        reason = plain_reason(job.error_message) or reason
     embed = _embed(f"⚠️ Job #{job.id} · {request.spec.label}", reason, _colour(job))
     _add_parameters(embed, job)
     _add_field(embed, "Elapsed", duration_text(_elapsed(job, now)))

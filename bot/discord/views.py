@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import discord
 
-from bot.core.job import Job
+from bot.core.job import Job, JobState
 from bot.core.reroll import offers_reroll
 from bot.discord import flow
 from bot.discord.replies import report_error
@@ -59,7 +59,48 @@ class JobButton(
             )
 
 
-DYNAMIC_ITEMS: tuple[type[discord.ui.DynamicItem[Any]], ...] = (JobButton,)
+class CancelButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=r"reelbot:cancel:(?P<job_id>[0-9]+)",
+):
+    """Cancel, on a queued job's status message (the requester or Manage Server)."""
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__(
+            discord.ui.Button(
+                custom_id=f"reelbot:cancel:{job_id}",
+                label="Cancel",
+                style=discord.ButtonStyle.secondary,
+            )
+        )
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> CancelButton:
+        return cls(int(match["job_id"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
+        try:
+            await flow.cancel(cast("ReelBot", interaction.client), interaction, self.job_id)
+        except Exception as exc:
+            await report_error(interaction, exc, where=f"the cancel button of job {self.job_id}")
+
+
+DYNAMIC_ITEMS: tuple[type[discord.ui.DynamicItem[Any]], ...] = (JobButton, CancelButton)
+
+
+def status_view(job: Job) -> discord.ui.View | None:
+    """The buttons under a status message: Cancel while the job waits in the queue."""
+    return queued_view(job) if job.state is JobState.QUEUED else None
+
+
+def queued_view(job: Job) -> discord.ui.View:
+    """The Cancel button under a queued job's status message (removed once it is sent)."""
+    view = discord.ui.View(timeout=None)
+    view.add_item(CancelButton(job.id))
+    return view
 
 
 def result_view(job: Job) -> discord.ui.View:

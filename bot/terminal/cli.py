@@ -394,9 +394,21 @@ def _generate(args: argparse.Namespace) -> int:
     if args.timeout is not None:
         settings = settings.model_copy(update={"JOB_TIMEOUT": args.timeout})
     stop = Interruption()
-    job = asyncio.run(
-        run_generate(settings, request, files, fake=args.fake, quiet=args.json, stop=stop)
-    )
+    from bot.core.controls.admission import Refused
+
+    try:
+        job = asyncio.run(
+            run_generate(settings, request, files, fake=args.fake, quiet=args.json, stop=stop)
+        )
+    except Refused as refusal:
+        # The operator's caps (OPERATOR_DAILY_SPEND / OPERATOR_MONTHLY_SPEND) apply here too.
+        message = _plain_times(refusal.message)
+        if args.json:
+            from bot.core.job import outcome_record
+
+            print(json.dumps(outcome_record(status="refused", error=message), ensure_ascii=False))
+        print(f"refused: {message}", file=sys.stderr)
+        return EXIT_API
     if args.json:
         print(json.dumps(job.outcome(), ensure_ascii=False))
     else:
@@ -432,6 +444,18 @@ def _generate_settings(args: argparse.Namespace) -> Settings:
             "POLL_MAX_INTERVAL": 1.0,
         }
     )
+
+
+def _plain_times(text: str) -> str:
+    """Discord's `<t:1700000000:R>` as a UTC time a terminal can show."""
+    import re
+    from datetime import UTC, datetime
+
+    def utc(match: re.Match[str]) -> str:
+        when = datetime.fromtimestamp(int(match[1]), UTC)
+        return when.strftime("%Y-%m-%d %H:%M UTC")
+
+    return re.sub(r"<t:(\d+):\w>", utc, text)
 
 
 def _report_invalid(exc: RequestInvalid, *, as_json: bool) -> None:

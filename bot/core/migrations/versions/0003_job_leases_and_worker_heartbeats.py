@@ -1,7 +1,7 @@
 """Job leases and worker heartbeats: several workers on one database (issue 11).
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 Create Date: 2026-11-30
 
 Jobs get `owner`, `lease_until`, `next_poll_at`, `fence` and `poked_at` (bot/core/leases.py);
@@ -15,8 +15,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 

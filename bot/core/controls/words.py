@@ -1,0 +1,28 @@
+"""Banned words and phrases: matched case- and accent-insensitively, as whole words.
+
+`Café`, `CAFE` and `cafe` are one word here (casefold, then NFKD with the combining marks
+dropped), so an accent or a capital does not get a banned word past the check; whole-word
+matching keeps `class` from being refused for containing `ass`.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+
+
+def normalise(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return " ".join(stripped.split())
+
+
+def first_banned(text: str, phrases: Iterable[str]) -> str | None:
+    """The first banned phrase found in `text` (for the log; members are not told which)."""
+    haystack = normalise(text)
+    for phrase in phrases:
+        needle = normalise(phrase)
+        if needle and re.search(rf"(?<!\w){re.escape(needle)}(?!\w)", haystack):
+            return phrase
+    return None
