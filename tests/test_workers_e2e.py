@@ -40,6 +40,8 @@ SETTINGS = {
     # A worker taking over ~100 jobs polls them all at once: not behind 16 slots.
     "POLL_CONCURRENCY": "64",
 }
+#: Seconds a loaded 2-core machine may add to a takeover (claim rounds, polls queued).
+SLACK = 4.0
 #: Seconds of real time, at the fleet's time scale (60): jobs of 8–20 s.
 DURATIONS = [480.0, 600.0, 720.0, 900.0, 1200.0]
 
@@ -110,9 +112,9 @@ async def test_three_workers_300_jobs_one_killed_and_replaced(world: Fleet) -> N
         after = [at for at, w in polls[row["task_id"]] if at > killed_at and w != victim.worker_id]
         assert after, f"job {row['id']} was never polled again"
         delays.append(after[0] - killed_at)
-    # The lease, one claim round, one poll interval; plus two seconds of slack for a loaded
-    # CI machine (two cores, four bots, PostgreSQL and both fakes).
-    bound = LEASE + CLAIM_EVERY + POLL_MAX + 2.0
+    # The lease, one claim round, one poll interval; plus slack for a loaded CI machine (two
+    # cores, four bots, PostgreSQL and both fakes: a claim round there can take seconds).
+    bound = LEASE + CLAIM_EVERY + POLL_MAX + SLACK
     assert max(delays) <= bound, sorted(delays)[-5:]
     # Nothing from the dead (a request already on the wire may land a moment later).
     assert not [
