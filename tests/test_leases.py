@@ -214,3 +214,30 @@ async def test_a_callback_reaching_another_worker_has_the_owner_poll_at_once(
         owner = Claimer(a.poller.leases, a.poller, a.jobs.take_over, CLOCK)
         await owner.tick()  # A's next claim round (every second)
         assert tracked.due <= CLOCK.now() + 2.0
+
+
+async def test_a_row_busy_when_its_lease_is_renewed_is_renewed_all_the_same(store: Store) -> None:
+    """A write of ours holding the row (a progress flush) must not make the renewal skip it
+    for good: its lease would run out while the worker is alive and well."""
+    from bot.core.store import jobs_table
+
+    (job,) = await _running_jobs(store, 1)
+    leases = Leases(store, "A", CLOCK, 30)
+    (mine,) = await leases.claim(5)
+    before = (await store.get(job.id)).lease_until  # type: ignore[union-attr]
+    await asyncio.sleep(0.05)
+
+    async def busy() -> None:
+        async with store.engine.begin() as conn:  # (SQLite: the store's lock serialises)
+            await conn.execute(
+                jobs_table.update().where(jobs_table.c.id == job.id).values(progress=10)
+            )
+            await asyncio.sleep(0.3)
+
+    writer = asyncio.create_task(busy())
+    await asyncio.sleep(0.05)
+    assert await leases.renew() == []
+    await writer
+    after = (await store.get(job.id)).lease_until  # type: ignore[union-attr]
+    assert after is not None and before is not None and after > before
+    assert mine.owner == "A"

@@ -225,13 +225,28 @@ class Leases:
             )
             async with self.store.transaction() as conn:
                 rows = (await conn.execute(stmt)).all()
-                renewed = {r.id for r in rows if self.held.get(r.id) == r.fence}
-                skipped = [i for i in chunk if i not in renewed]
-                if skipped:
-                    # Skipped (busy) or lost? Only a new owner or fence says lost.
-                    check = sa.select(c.id).where(c.id.in_(skipped), c.owner == self.worker_id)
-                    still = {r.id for r in (await conn.execute(check)).all()}
-                    renewed |= {i for i in still if self.held.get(i) is not None}
+            renewed = {r.id for r in rows if self.held.get(r.id) == r.fence}
+            skipped = [i for i in chunk if i not in renewed]
+            if skipped:
+                # Busy a moment ago (a write of ours, a claim looking at them), or lost: a
+                # second pass waits for those few rows (locked in id order), so a row that
+                # is often busy is still renewed rather than left to run out.
+                waiting = (
+                    sa.select(c.id)
+                    .where(c.owner == self.worker_id, c.id.in_(skipped))
+                    .order_by(c.id)
+                    .with_for_update()
+                )
+                again = (
+                    jobs_table.update()
+                    .where(c.id.in_(waiting.scalar_subquery()))
+                    .values(lease_until=until)
+                    .returning(c.id, c.fence)
+                )
+                async with self.store.transaction() as conn:
+                    rows = (await conn.execute(again)).all()
+                renewed |= {r.id for r in rows if self.held.get(r.id) == r.fence}
+                self.round_trips += 1
             self.round_trips += 1
             kept.update(renewed)
         lost = [i for i in ids if i not in kept and i in self.held]
