@@ -275,6 +275,9 @@ class JobService:
         if job.state is JobState.QUEUED:
             # Ready: the fair queue submits it when a slot frees (bot.core.controls.queue).
             await self.store.update(job, held=False)
+            if self.leases is not None:
+                # Whichever worker's queue takes it leases it then; until then nobody needs to.
+                await self.leases.release([(job, None)])
             if self.controls is not None and self.controls.dispatcher is not None:
                 self.controls.dispatcher.wake()
             return job
