@@ -1,14 +1,18 @@
 # reelbot production image: slim Python, non-root, the database on a volume.
 FROM python:3.11-slim
 
+# REELBOT_IN_CONTAINER makes the default database /data/reelbot.db (the volume) and makes
+# reelbot refuse a SQLite file anywhere else: it would live in the container's layer and
+# vanish with it (e.g. a relative DATABASE_URL from an --env-file). Defaults live in the
+# Settings class, not here.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    DATABASE_URL=sqlite:////data/reelbot.db
+    REELBOT_IN_CONTAINER=1
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY bot ./bot
 COPY cogs ./cogs
 # The postgres extra (asyncpg) too: the same image runs alone on SQLite or as one of several

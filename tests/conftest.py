@@ -111,3 +111,12 @@ async def make_pipeline(api_url: str, database_url: str) -> AsyncIterator[Callab
 async def pipeline(make_pipeline: Callable[..., Any]) -> AsyncIterator[Pipeline]:
     async with make_pipeline() as opened:
         yield opened
+
+
+@pytest.fixture(autouse=True)
+def _own_user_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test (and every `reelbot` it starts) gets its own user config and data folders, so
+    a developer's own ~/.config/reelbot/.env or database never leaks into a test."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "user-config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "user-data"))
+    monkeypatch.delenv("REELBOT_IN_CONTAINER", raising=False)

@@ -9,6 +9,7 @@ The values restate `shared/apimart-video-api.md` (itself a translation of APIMar
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -277,23 +278,35 @@ def union(attr: str, models: tuple[str, ...]) -> tuple[str | int, ...]:
     return tuple(seen)
 
 
-def describe(spec: ModelSpec) -> dict[str, str]:
-    """One row of the human model table (CLI `models`, `/video models`, README)."""
+def describe(spec: ModelSpec, flags: Mapping[str, str] | None = None) -> dict[str, str]:
+    """One row of the human model table (CLI `models`, `/video models`, README).
+
+    `flags` maps API field names to a front end's own option names (the CLI's `--samples` for
+    `sample_count`); when given, each extra shows the API field with that option beside it.
+    """
+
+    def named(api_field: str, plain: str) -> str:
+        if flags is None:
+            return plain
+        option = flags.get(api_field)
+        return f"{api_field} ({option})" if option else api_field
+
     images = "/".join(str(n) for n in spec.image_counts)
     roles = ", ".join(spec.image_roles)
     extras = []
     if spec.modes:
-        extras.append("mode " + "/".join(spec.modes))
+        extras.append(named("generation_type", "mode") + " " + "/".join(spec.modes))
     if spec.max_reference_videos:
-        extras.append(f"≤{spec.max_reference_videos} reference video (no duration with it)")
+        video = f"≤{spec.max_reference_videos} reference video (no duration with it)"
+        extras.append(video if flags is None else f"{named('video_urls', '')}: {video}")
     if spec.negative_prompt:
-        extras.append("negative prompt")
-    extras += [f"{p.name} {p.minimum}..{p.maximum}" for p in spec.int_params]
-    extras += [f"{p.name} {'/'.join(p.choices)}" for p in spec.choice_params]
+        extras.append(named("negative_prompt", "negative prompt"))
+    extras += [f"{named(p.name, p.name)} {p.minimum}..{p.maximum}" for p in spec.int_params]
+    extras += [f"{named(p.name, p.name)} {'/'.join(p.choices)}" for p in spec.choice_params]
     if spec.generate_audio:
-        extras.append("audio")
+        extras.append(named("generate_audio", "audio"))
     if spec.enhance_prompt:
-        extras.append("enhance_prompt (true only)")
+        extras.append(named("enhance_prompt", "enhance_prompt") + " (true only)")
     if (spec.image_formats, spec.image_max_bytes) != (UPLOAD_FORMATS, UPLOAD_MAX_BYTES):
         extras.append(
             f"image {formats_text(spec.image_formats)} ≤ {size_text(spec.image_max_bytes)}"

@@ -1,25 +1,45 @@
 """Settings from the environment and `.env`, checked once at startup.
 
-As in python-discord's `bot/constants.py`: one pydantic-settings class, secrets as `SecretStr`.
+As in python-discord's `bot/constants.py`: one pydantic-settings class, secrets as `SecretStr`,
+and every default in this one class (`.env.example` only shows them, commented out).
 `load_settings()` turns every problem (missing or invalid) into one `SettingsError` whose text
-lists them all with how to fix each, so `reelbot` can print it and exit 2 instead of showing a
-traceback. Which settings are required depends on the command: `generate` needs no Discord
-token, `run` does.
+lists them all by variable name with how to fix each, so `reelbot` can print it and exit 2
+instead of showing a traceback. Which settings are required depends on the command:
+`generate` needs no Discord token, `run` does.
+
+Where files go (documented in the README): `.env` is read from the current directory, else
+from the user's config directory (`platformdirs`, e.g. `~/.config/reelbot/.env`); the default
+SQLite database is `./data/reelbot.db` when that file already exists in the current directory,
+else it lives in the user's data directory (e.g. `~/.local/share/reelbot/reelbot.db`), so
+running `reelbot generate` from different folders does not scatter databases around. In the
+container image (`REELBOT_IN_CONTAINER=1`, set by the Dockerfile) it is `/data/reelbot.db`, the
+volume, and a SQLite file anywhere else is refused: it would vanish with the container.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 from decimal import Decimal
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+import platformdirs
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/reelbot.db"
+APP_NAME = "reelbot"
+#: The container's volume (the Dockerfile declares it).
+CONTAINER_DATA_DIR = PurePosixPath("/data")
+#: A database in the current directory wins when it exists (how reelbot always worked).
+LOCAL_DATABASE = Path("data") / "reelbot.db"
 
 HOW_TO_FIX = {
     "DISCORD_TOKEN": (
@@ -28,6 +48,31 @@ HOW_TO_FIX = {
     ),
     "APIMART_API_KEY": "your key from APIMart's console (or try `reelbot generate --fake` without one)",
 }
+SECRETS = tuple(HOW_TO_FIX)
+
+
+def user_env_file() -> Path:
+    """The per-user `.env` (used when the current directory has none)."""
+    return Path(platformdirs.user_config_dir(APP_NAME)) / ".env"
+
+
+def find_env_file(cwd: Path | None = None) -> Path | None:
+    """The `.env` reelbot reads: the current directory's, else the user's; None if neither."""
+    for candidate in ((cwd or Path.cwd()) / ".env", user_env_file()):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def default_database_url(*, in_container: bool, cwd: Path | None = None) -> str:
+    """Where the SQLite database goes when DATABASE_URL is not set (see the module text)."""
+    if in_container:
+        return f"sqlite+aiosqlite:///{CONTAINER_DATA_DIR / 'reelbot.db'}"
+    local = (cwd or Path.cwd()) / LOCAL_DATABASE
+    if local.is_file():
+        return f"sqlite+aiosqlite:///./{LOCAL_DATABASE.as_posix()}"
+    path = Path(platformdirs.user_data_dir(APP_NAME)) / "reelbot.db"
+    return f"sqlite+aiosqlite:///{path}"
 
 
 class SettingsError(Exception):
@@ -42,17 +87,38 @@ class SettingsError(Exception):
         )
 
 
-class Settings(BaseSettings):
-    """Every knob of reelbot. The names are part of the product's interface."""
+_CONFIG = SettingsConfigDict(
+    env_file=".env",
+    env_file_encoding="utf-8",
+    extra="ignore",
+    case_sensitive=True,
+    # `APIMART_API_KEY=` (as copied from .env.example) means "not set", not "the empty key".
+    env_ignore_empty=True,
+)
 
-    model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=True
-    )
+
+class Secrets(BaseSettings):
+    """The two secrets alone: read even when another setting is invalid, so one run can say
+    whether they are missing without blaming a key that is in fact set in `.env`."""
+
+    model_config = _CONFIG
 
     DISCORD_TOKEN: SecretStr | None = None
     APIMART_API_KEY: SecretStr | None = None
+
+
+class Settings(Secrets):
+    """Every knob of reelbot. The names are part of the product's interface.
+
+    Fields are validated in declaration order; a check that involves two fields lives on the
+    later one (it sees the earlier one in `info.data`), so it still runs, and names both,
+    when some unrelated field is invalid — a model validator would be skipped then.
+    """
+
+    REELBOT_IN_CONTAINER: bool = False
     APIMART_BASE_URL: str = "https://api.apimart.ai"
-    DATABASE_URL: str = DEFAULT_DATABASE_URL
+    #: Empty means the default place (see `default_database_url`).
+    DATABASE_URL: str = Field("", validate_default=True)
     POLL_INITIAL_DELAY: float = Field(5.0, gt=0, le=600)
     POLL_INTERVAL: float = Field(4.5, gt=0, le=600)
     POLL_MAX_INTERVAL: float = Field(60.0, gt=0, le=3600)
@@ -66,6 +132,10 @@ class Settings(BaseSettings):
     #: billed). The slowest models take well under an hour; two hours leaves room for queues.
     JOB_TIMEOUT: float = Field(7200.0, ge=60, le=7 * 86400)
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    #: Also log to this file, rotated (LOG_FILE_MAX_MB per file, LOG_FILE_BACKUPS old files).
+    LOG_FILE: Path | None = None
+    LOG_FILE_MAX_MB: int = Field(10, ge=1, le=10_000)
+    LOG_FILE_BACKUPS: int = Field(5, ge=0, le=100)
     WEBHOOK_PUBLIC_URL: str | None = None
     #: Where `reelbot run` serves /healthz, /readyz, /metrics and the webhook's /callback.
     HTTP_LISTEN: str = "0.0.0.0:8080"
@@ -96,11 +166,6 @@ class Settings(BaseSettings):
     def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("SHARD_COUNT", mode="before")
-    @classmethod
-    def _blank_count(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
-
     @field_validator("APIMART_BASE_URL", "WEBHOOK_PUBLIC_URL")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
@@ -112,17 +177,42 @@ class Settings(BaseSettings):
 
     @field_validator("DATABASE_URL")
     @classmethod
-    def _async_driver(cls, value: str) -> str:
+    def _async_driver(cls, value: str, info: ValidationInfo) -> str:
         """Accept plain `sqlite:///` and `postgresql://` URLs and pick the async driver."""
+        in_container = bool(info.data.get("REELBOT_IN_CONTAINER"))
+        if not value:
+            return default_database_url(in_container=in_container)
         for plain, driver in (
             ("sqlite://", "sqlite+aiosqlite://"),
             ("postgresql://", "postgresql+asyncpg://"),
             ("postgres://", "postgresql+asyncpg://"),
         ):
             if value.startswith(plain):
-                return driver + value[len(plain) :]
+                value = driver + value[len(plain) :]
+                break
         if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ValueError("use sqlite:///path/to/file.db or postgresql://user:pass@host/db")
+        path = _sqlite_file(value)
+        if in_container and value.startswith("sqlite") and (path is None or not _on_volume(path)):
+            if path is None:
+                where = "a database in memory"
+            elif not path.is_absolute():
+                where = "a relative path"
+            else:
+                where = f"{path}, outside the volume,"
+            raise ValueError(
+                f"in the container the SQLite file must be on the {CONTAINER_DATA_DIR} volume "
+                f"({where} would vanish with the container): use "
+                "sqlite:////data/reelbot.db or unset DATABASE_URL"
+            )
+        return value
+
+    @field_validator("POLL_MAX_INTERVAL")
+    @classmethod
+    def _not_below_interval(cls, value: float, info: ValidationInfo) -> float:
+        interval = info.data.get("POLL_INTERVAL")
+        if interval is not None and value < interval:
+            raise ValueError(f"must be at least POLL_INTERVAL ({interval:g})")
         return value
 
     @field_validator("HTTP_LISTEN", "WEBHOOK_LISTEN")
@@ -137,20 +227,17 @@ class Settings(BaseSettings):
             raise ValueError("use HOST:PORT, for example 0.0.0.0:8080")
         return value
 
-    @field_validator("SHARD_IDS", mode="before")
-    @classmethod
-    def _blank_ids(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
-
-    @model_validator(mode="after")
-    def _intervals(self) -> Settings:
-        if self.POLL_MAX_INTERVAL < self.POLL_INTERVAL:
-            raise ValueError("POLL_MAX_INTERVAL must be at least POLL_INTERVAL")
-        return self
-
-    @field_validator("OPERATOR_DAILY_SPEND", "OPERATOR_MONTHLY_SPEND", "PRICES_FILE", mode="before")
+    @field_validator(
+        "SHARD_COUNT",
+        "SHARD_IDS",
+        "OPERATOR_DAILY_SPEND",
+        "OPERATOR_MONTHLY_SPEND",
+        "PRICES_FILE",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
+        """`SHARD_COUNT=` in a .env means unset, not an invalid number."""
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("PRICES_FILE")
@@ -221,12 +308,33 @@ class Settings(BaseSettings):
 
     def sqlite_path(self) -> Path | None:
         """The database file, so its folder can be created on first run."""
-        prefix = "sqlite+aiosqlite:///"
-        if self.DATABASE_URL.startswith(prefix):
-            path = self.DATABASE_URL[len(prefix) :]
-            if path and path != ":memory:":
-                return Path(path)
-        return None
+        path = _sqlite_file(self.DATABASE_URL)
+        return None if path is None else Path(path)
+
+
+def _sqlite_file(url: str) -> PurePosixPath | None:
+    prefix = "sqlite+aiosqlite:///"
+    if url.startswith(prefix):
+        path = url[len(prefix) :].split("?", 1)[0]
+        if path and path != ":memory:":
+            return PurePosixPath(path)
+    return None
+
+
+def _on_volume(path: PurePosixPath) -> bool:
+    return CONTAINER_DATA_DIR in path.parents and ".." not in path.parts
+
+
+def _problem(err: dict[str, object]) -> str:
+    loc = err.get("loc") or ()
+    name = ".".join(str(p) for p in loc) if isinstance(loc, tuple) else str(loc)
+    name = name or "settings"
+    value = err.get("input")
+    message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    # Never echo secrets: the tokens, nor a database URL (it may carry a password).
+    hidden = name in HOW_TO_FIX or name == "DATABASE_URL" or isinstance(value, dict)
+    shown = "" if hidden else f" (got {value!r})"
+    return f"{name}: {message}{shown}"
 
 
 #: More shard ids than this in one process is a typo, not a plan (Discord: 2,500 guilds each).
@@ -265,27 +373,32 @@ def parse_shard_ids(text: str | None, count: int) -> list[int]:
     return sorted(ids)
 
 
-def load_settings(*, require: tuple[str, ...] = (), env_file: str | None = ".env") -> Settings:
-    """Read the settings; raise `SettingsError` listing every missing or invalid one."""
+def load_settings(
+    *, require: tuple[str, ...] = (), env_file: Path | Literal["auto"] | None = "auto"
+) -> Settings:
+    """Read the settings; raise `SettingsError` listing every missing or invalid one.
+
+    `env_file="auto"` looks the `.env` up as `find_env_file` does; None reads the environment
+    alone (the tests).
+    """
+    if env_file == "auto":
+        env_file = find_env_file()
     problems: list[str] = []
+    settings: Settings | None = None
     try:
         settings = Settings(_env_file=env_file)  # type: ignore[call-arg]
+        secrets: Secrets = settings
     except ValidationError as exc:
-        for err in exc.errors():
-            name = ".".join(str(p) for p in err["loc"]) or "settings"
-            value = err.get("input")
-            # Never echo secrets: the tokens, nor a database URL (it may carry a password).
-            hidden = name in HOW_TO_FIX or name == "DATABASE_URL" or isinstance(value, dict)
-            shown = "" if hidden else f" (got {value!r})"
-            problems.append(f"{name}: {err['msg']}{shown}")
-        settings = None
+        problems += [_problem(dict(err)) for err in exc.errors()]
+        # The secrets are read on their own, from the same sources, so one run reports all:
+        # a key set in .env is not "missing" because POLL_INTERVAL is wrong.
+        try:
+            secrets = Secrets(_env_file=env_file)  # type: ignore[call-arg]
+        except ValidationError:
+            secrets = Secrets.model_construct()
     for name in require:
-        if settings is not None and getattr(settings, name) is None:
+        if getattr(secrets, name) is None:
             problems.append(f"{name} is missing: {HOW_TO_FIX.get(name, 'set it')}")
-        elif settings is None and not any(p.startswith(name) for p in problems):
-            # Still report a missing secret when something else was invalid, so one run lists all.
-            if not os.environ.get(name):
-                problems.append(f"{name} is missing: {HOW_TO_FIX.get(name, 'set it')}")
     if problems or settings is None:
         raise SettingsError(problems)
     return settings

@@ -5,16 +5,25 @@ traceback as `exc_info` text) for log shippers (Loki, Vector, CloudWatch…) tha
 otherwise split a traceback into many events. Both formats pass through the same redaction,
 so a secret that slipped into a message (an API error echoing the key, say) is replaced by
 `[redacted]` before any handler writes it.
+
+Logs go to stderr, where Docker (`docker logs`) and systemd (journald) already keep and rotate
+them. For a plain process, `LOG_FILE` also writes them to a file, rotated by size
+(`RotatingFileHandler`), so a long-running bot cannot fill the disk.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bot.core.config import Settings
 
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 REDACTED = "[redacted]"
@@ -76,16 +85,38 @@ def setup_logging(
     stream: Any = None,
     fmt: str = "text",
     secrets: Iterable[str | None] = (),
+    log_file: Path | str | None = None,
+    max_mb: int = 10,
+    backups: int = 5,
+    file_level: str | None = None,
 ) -> None:
-    """One line per event, to stderr; the API key and Discord token never reach a log record."""
+    """One line per event, to stderr (and `log_file`); tokens never reach a log record.
+
+    `file_level` lets the terminal keep stderr quiet (warnings only, under its progress bar)
+    while the file still gets the configured level.
+    """
     redact = Redactor(secrets)
+    formatter = JsonFormatter(redact) if fmt == "json" else TextFormatter(redact)
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter(redact) if fmt == "json" else TextFormatter(redact))
-    logging.basicConfig(level=level, handlers=[handler])
+    handler.setFormatter(formatter)
+    handler.setLevel(level)
+    handlers: list[logging.Handler] = [handler]
+    root_level = logging.getLevelName(level)
+    if log_file is not None:
+        log_file = Path(log_file)
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        to_file = logging.handlers.RotatingFileHandler(
+            log_file, maxBytes=max_mb * 1024 * 1024, backupCount=backups, encoding="utf-8"
+        )
+        to_file.setFormatter(formatter)
+        to_file.setLevel(file_level or level)
+        handlers.append(to_file)
+        root_level = min(root_level, logging.getLevelName(file_level or level))
+    logging.basicConfig(level=root_level, handlers=handlers)
     # At DEBUG, discord.py logs request URLs and gateway payloads, and those carry interaction
     # tokens (webhook URLs `/webhooks/{app}/{token}`, `/interactions/{id}/{token}/callback`,
     # the `token` of every INTERACTION_CREATE): these loggers never go below INFO.
-    floor = max(logging.INFO, logging.getLevelName(level))
+    floor = max(logging.INFO, root_level)
     for name in (
         "discord.http",
         "discord.gateway",
@@ -96,3 +127,16 @@ def setup_logging(
     # aiohttp's server logs every malformed request it meets; a scanner or a slowloris would
     # turn that into a log flood. The listener counts them in /metrics instead.
     logging.getLogger("aiohttp.server").setLevel(max(logging.ERROR, logging.getLevelName(level)))
+
+
+def setup_logging_from(settings: Settings, *, stderr_level: str | None = None) -> None:
+    """`setup_logging` from the settings: level, format, secrets to redact, LOG_FILE."""
+    setup_logging(
+        stderr_level or settings.LOG_LEVEL,
+        fmt=settings.LOG_FORMAT,
+        secrets=settings.secret_values(),
+        log_file=settings.LOG_FILE,
+        max_mb=settings.LOG_FILE_MAX_MB,
+        backups=settings.LOG_FILE_BACKUPS,
+        file_level=settings.LOG_LEVEL,
+    )

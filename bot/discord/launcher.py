@@ -20,7 +20,7 @@ import discord
 
 from bot.core.config import Settings, load_settings
 from bot.core.job import Job
-from bot.core.logs import setup_logging
+from bot.core.logs import setup_logging_from
 from bot.core.workers import AlreadyRunning
 from bot.discord.endpoints import point_discord_py_at
 
@@ -65,7 +65,7 @@ def point_at_configured_discord(settings: Settings) -> None:
 def run() -> int:
     """Start the bot and run until SIGTERM/SIGINT; open jobs stay resumable."""
     settings = load_settings(require=("DISCORD_TOKEN", "APIMART_API_KEY"))
-    setup_logging(settings.LOG_LEVEL, fmt=settings.LOG_FORMAT, secrets=settings.secret_values())
+    setup_logging_from(settings)
     point_at_configured_discord(settings)
     try:
         return asyncio.run(_run(settings))
@@ -142,7 +142,7 @@ async def _run(settings: Settings) -> int:
 def sync(guild_id: int | None) -> int:
     """Register the slash commands: to one server at once, or globally (up to an hour)."""
     settings = load_settings(require=("DISCORD_TOKEN",))
-    setup_logging(settings.LOG_LEVEL, fmt=settings.LOG_FORMAT, secrets=settings.secret_values())
+    setup_logging_from(settings)
     point_at_configured_discord(settings)
     try:
         synced = asyncio.run(_sync(settings, guild_id))

@@ -11,10 +11,25 @@ from typing import Any
 
 def add_commands(sub: Any) -> None:
     """The Discord front end's verbs, added to the `reelbot` parser by `bot.app`."""
-    sub.add_parser("run", help="start the Discord bot")
-    sync_cmd = sub.add_parser("sync", help="register the slash commands with Discord")
+    sub.add_parser(
+        "run",
+        help="start the Discord bot",
+        description="Connect to Discord and serve /video until Ctrl-C or SIGTERM; open jobs "
+        "resume at the next start. Needs DISCORD_TOKEN and APIMART_API_KEY.",
+    )
+    sync_cmd = sub.add_parser(
+        "sync",
+        help="register the slash commands with Discord",
+        description="Register the slash commands (once, and after upgrades): with --guild in "
+        "one server at once, without it globally (up to an hour). Needs DISCORD_TOKEN.",
+    )
     sync_cmd.add_argument("--guild", type=int, help="a test server's id (instant); omit for global")
-    sub.add_parser("commands", help="print the JSON that `sync` sends")
+    sub.add_parser(
+        "commands",
+        help="print the JSON that `sync` sends",
+        description="Print the slash-command JSON that `sync` sends, without a token or a "
+        "connection.",
+    )
 
 
 def dispatch(args: Any) -> int | None:

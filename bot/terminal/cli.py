@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import json
 import logging
 import sys
+import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,7 @@ from bot.core.catalog import (
     union,
 )
 from bot.core.config import Settings, load_settings
-from bot.core.logs import setup_logging
+from bot.core.logs import setup_logging_from
 from bot.core.request import RequestInvalid, build_request
 from bot.terminal import db
 
@@ -37,6 +40,33 @@ EXIT_OK, EXIT_TASK_FAILED, EXIT_INVALID, EXIT_API = 0, 1, 2, 3
 EXIT_RUNNING, EXIT_INTERRUPTED = 4, 130
 
 log = logging.getLogger("bot")
+
+
+GENERATE_EPILOG = """\
+key: real runs need APIMART_API_KEY (environment or .env; `reelbot check` tests it);
+     --fake needs no key and costs nothing (a stand-in API; the link it prints is not a video).
+exit codes:
+  0  completed
+  1  the task failed at APIMart
+  2  invalid input or settings (nothing was sent)
+  3  APIMart refused or could not be reached (also a submit whose answer was lost: the job is
+     then "unknown" and is never sent again)
+  4  still running when it stopped being followed (`reelbot status TASK_ID` later)
+  130  interrupted (Ctrl-C): the task id is printed; the job may still be made and billed
+"""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the epilog's line breaks (exit codes read as a list)."""
+
+
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where there is none (the help says what then)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _who(has: Callable[[ModelSpec], object]) -> str:
@@ -89,15 +119,25 @@ def _images_help() -> str:
 
 def add_commands(sub: Any) -> None:
     """The terminal's verbs, added to the `reelbot` parser by `bot.app`."""
-    gen = sub.add_parser("generate", help="make one video from the terminal")
+    gen = sub.add_parser(
+        "generate",
+        help="make one video from the terminal",
+        # Wrapped here: the raw formatter (kept for the epilog's list) does not wrap it.
+        description=textwrap.fill(
+            "Validate, submit once, follow the task with a progress bar and print the result "
+            "(the video URL, its expiry, the cost). Nothing is sent when the input is invalid.",
+            width=78,
+        ),
+        epilog=GENERATE_EPILOG,
+        formatter_class=_Formatter,
+    )
     gen.add_argument("prompt", help="what the video should show")
     gen.add_argument(
         "--model",
         "-m",
         default=DEFAULT_MODEL,
-        choices=list(CATALOG),
         metavar="ID",
-        help=f"model id: {', '.join(CATALOG)} (default {DEFAULT_MODEL})",
+        help=f"model id, any case: {', '.join(CATALOG)} (default {DEFAULT_MODEL})",
     )
     gen.add_argument("--duration", "-d", type=int, help="seconds (see `reelbot models`)")
     resolutions = [str(r) for r in _everywhere("resolutions")]
@@ -168,11 +208,21 @@ def add_commands(sub: Any) -> None:
         help="stop following the job after this long (default: JOB_TIMEOUT)",
     )
 
-    jobs = sub.add_parser("jobs", help="recent jobs in the database (any front end)")
+    jobs = sub.add_parser(
+        "jobs",
+        help="recent jobs in the database (any front end)",
+        description="List the recent jobs in the database (from the bot and the terminal), "
+        "newest first. Needs no key.",
+    )
     jobs.add_argument("--limit", "-n", type=int, default=20, help="how many (default 20)")
     jobs.add_argument("--json", action="store_true", help="one JSON object per line")
 
-    status = sub.add_parser("status", help="look a job up again at APIMart and print it")
+    status = sub.add_parser(
+        "status",
+        help="look a job up again at APIMart and print it",
+        description="Look a job (by number or task id) up again at APIMart and print where it "
+        "stands; with --timeout, follow it while it runs. Needs APIMART_API_KEY.",
+    )
     status.add_argument("job", metavar="JOB_OR_TASK_ID", help="a job number or a task id")
     status.add_argument("--json", action="store_true", help="print one JSON object to stdout")
     status.add_argument(
@@ -182,14 +232,34 @@ def add_commands(sub: Any) -> None:
         help="follow a running task at most this long (default: one look)",
     )
 
-    sub.add_parser("models", help="what each model accepts")
-    sub.add_parser("check", help="validate the settings and ask APIMart for the balance")
+    sub.add_parser(
+        "models",
+        help="what each model accepts",
+        description="What each model accepts (durations, resolutions, images, extras), "
+        "with the `generate` flag next to each API field. Needs no key.",
+    )
+    sub.add_parser(
+        "check",
+        help="validate the settings and ask APIMart for the balance",
+        description="Say which .env and database reelbot uses, list every missing or invalid "
+        "setting, and ask APIMart (at APIMART_BASE_URL) for the balance. Needs APIMART_API_KEY.",
+    )
     db.add_commands(sub)
 
-    fake = sub.add_parser("fake-api", help="serve the stand-in APIMart on 127.0.0.1")
-    fake.add_argument("--host", default="127.0.0.1")
-    fake.add_argument("--port", type=int, default=8765)
-    fake.add_argument("--api-key", default="test-key")
+    fake = sub.add_parser(
+        "fake-api",
+        help="serve the stand-in APIMart on 127.0.0.1",
+        description="Serve the stand-in APIMart (no real video, no cost) to try reelbot with: "
+        "it prints the APIMART_BASE_URL and APIMART_API_KEY to use. Ctrl-C stops it.",
+        formatter_class=_DefaultsFormatter,
+    )
+    fake.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    fake.add_argument("--port", type=int, default=8765, help="port to listen on")
+    fake.add_argument(
+        "--api-key",
+        default=None,
+        help="accept only this key (by default any non-empty key is accepted)",
+    )
     fake.add_argument(
         "--balance", type=float, default=100.0, help="starting balance; tasks debit their cost"
     )
@@ -211,7 +281,9 @@ def dispatch(args: argparse.Namespace) -> int | None:
         from bot.terminal import lookup
 
         settings = load_settings(require=("APIMART_API_KEY",) if args.command == "status" else ())
-        setup_logging("DEBUG" if settings.LOG_LEVEL == "DEBUG" else "WARNING")
+        setup_logging_from(
+            settings, stderr_level="DEBUG" if settings.LOG_LEVEL == "DEBUG" else "WARNING"
+        )
         if args.command == "jobs":
             return asyncio.run(lookup.list_jobs(settings, limit=args.limit, as_json=args.json))
         return asyncio.run(
@@ -240,24 +312,89 @@ def dispatch(args: argparse.Namespace) -> int | None:
     return None
 
 
-def _models() -> int:
-    rows = [describe(spec) for spec in CATALOG.values()]
-    for row in rows:
-        print(row["model"])
+#: The `generate` option for each API field, shown by `reelbot models` beside the field name.
+API_FIELD_FLAGS = {
+    "duration": "--duration",
+    "resolution": "--resolution",
+    "aspect_ratio": "--aspect-ratio",
+    "images": "--image",
+    "generation_type": "--mode",
+    "video_urls": "--video",
+    "negative_prompt": "--negative-prompt",
+    "seed": "--seed",
+    "sample_count": "--samples",
+    "generate_audio": "--audio",
+    "person_generation": "--people",
+    "resize_mode": "--resize",
+    "enhance_prompt": "--enhance-prompt",
+}
+#: The table's columns, labelled with the API field and the option that sets it.
+_COLUMN_LABELS = {
+    "durations (s)": "duration, s (--duration)",
+    "resolutions": "resolution (--resolution)",
+    "aspect ratios": "aspect_ratio (--aspect-ratio)",
+    "images": "images (--image)",
+}
+
+
+def models_text() -> str:
+    """`reelbot models`: the catalog, each value under the `generate` option that sets it."""
+    lines = []
+    for spec in CATALOG.values():
+        row = describe(spec, flags=API_FIELD_FLAGS)
+        lines.append(f"{row['model']}  (--model {row['model']})")
         for key, value in row.items():
-            if key != "model":
-                print(f"  {key:<14} {value}")
+            if key == "model":
+                continue
+            if key == "extras":
+                extras = value.split("; ")
+                lines.append(f"  {'extras':<30} {extras[0]}")
+                lines += [f"  {'':<30} {extra}" for extra in extras[1:]]
+                continue
+            lines.append(f"  {_COLUMN_LABELS.get(key, key):<30} {value}")
+    return "\n".join(lines)
+
+
+def _models() -> int:
+    print(models_text())
     return EXIT_OK
 
 
+def _database_shown(settings: Settings) -> str:
+    """The database, without a password: a file path, or the server and database name."""
+    path = settings.sqlite_path()
+    if path is not None:
+        return f"SQLite file {path.resolve()}"
+    if "sqlite" in settings.DATABASE_URL:
+        return "SQLite in memory"
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.DATABASE_URL)
+    return f"PostgreSQL {url.host or 'localhost'}:{url.port or 5432}/{url.database}"
+
+
 def _check() -> int:
-    settings = load_settings(require=("APIMART_API_KEY",))
-    setup_logging(settings.LOG_LEVEL, fmt=settings.LOG_FORMAT, secrets=settings.secret_values())
+    from bot.core.config import find_env_file, user_env_file
+
+    env_file = find_env_file()
+    shown = str(env_file.resolve()) if env_file else f"none (no ./.env, no {user_env_file()})"
+    print(f".env      {shown}")
+    settings = load_settings(require=("APIMART_API_KEY",), env_file=env_file)
+    setup_logging_from(settings)
+    print(f"database  {_database_shown(settings)}")
+    print(f"APIMart   {settings.APIMART_BASE_URL}")
+    if settings.DISCORD_TOKEN is None:
+        print(
+            "warning: DISCORD_TOKEN is not set (an empty value counts as not set): "
+            "`reelbot run` and `reelbot sync` need it; `generate` does not",
+            file=sys.stderr,
+        )
 
     async def ask() -> int:
         import aiohttp
 
         from bot.core.apimart import ApimartClient, ApimartError
+        from bot.terminal import advice
 
         assert settings.APIMART_API_KEY is not None
         async with aiohttp.ClientSession() as session:
@@ -270,14 +407,11 @@ def _check() -> int:
             try:
                 balance = await client.balance()
             except ApimartError as exc:
-                print(f"settings OK, but APIMart said: {exc}", file=sys.stderr)
+                print(f"error: {advice.for_error(exc, settings.APIMART_BASE_URL)}", file=sys.stderr)
                 return EXIT_API
         remaining = "unlimited" if balance.unlimited else balance.remaining
-        print(
-            f"settings OK; APIMart at {settings.APIMART_BASE_URL}: balance {remaining}, used {balance.used}"
-        )
-        if settings.DISCORD_TOKEN is None:
-            print("note: DISCORD_TOKEN is not set; `reelbot run` needs it", file=sys.stderr)
+        print(f"balance   {remaining} (used {balance.used})")
+        print("settings OK")
         return EXIT_OK
 
     return asyncio.run(ask())
@@ -345,21 +479,31 @@ def _sniff(data: bytes) -> str | None:
     return None
 
 
+def resolve_model(name: str) -> str:
+    """The catalog's id for `name` (any case), or one clear problem with the closest id."""
+    from bot.core.catalog import get_model
+    from bot.core.request import Problem
+
+    try:
+        return get_model(name).id
+    except KeyError:
+        pass
+    by_lower = {model_id.lower(): model_id for model_id in CATALOG}
+    close = difflib.get_close_matches(name.strip().lower(), list(by_lower), n=1, cutoff=0.6)
+    hint = f"did you mean {by_lower[close[0]]}?" if close else f"use {', '.join(CATALOG)}"
+    raise RequestInvalid([Problem("--model", f"unknown model {name!r}; {hint}")])
+
+
 def _generate(args: argparse.Namespace) -> int:
     from bot.core.jobs import with_pending_uploads
 
-    settings = _generate_settings(args)
-    # The terminal shows a progress bar and the result; logs only for warnings (or DEBUG).
-    setup_logging(
-        "DEBUG" if settings.LOG_LEVEL == "DEBUG" else "WARNING",
-        fmt=settings.LOG_FORMAT,
-        secrets=settings.secret_values(),
-    )
+    # The input first: a wrong model or duration is said before any setting is looked at.
     try:
+        model = resolve_model(args.model)
         images = [_read_image(ref) for ref in args.image]
         refs, files = with_pending_uploads(images)
         request = build_request(
-            model=args.model,
+            model=model,
             prompt=args.prompt,
             duration=args.duration,
             resolution=args.resolution,
@@ -383,11 +527,18 @@ def _generate(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     for note in request.notes():
         print(f"note: {note}", file=sys.stderr)
+    settings = _generate_settings(args)
+    # The terminal shows a progress bar and the result; logs only for warnings (or DEBUG),
+    # while LOG_FILE, when set, gets the configured level.
+    setup_logging_from(
+        settings, stderr_level="DEBUG" if settings.LOG_LEVEL == "DEBUG" else "WARNING"
+    )
 
     from bot.terminal.generate import (
         Interruption,
         format_outcome,
         interrupted_text,
+        outcome_json,
         run_generate,
     )
 
@@ -396,6 +547,7 @@ def _generate(args: argparse.Namespace) -> int:
     stop = Interruption()
     from bot.core.controls.admission import Refused
 
+    started = time.monotonic()
     try:
         job = asyncio.run(
             run_generate(settings, request, files, fake=args.fake, quiet=args.json, stop=stop)
@@ -409,10 +561,13 @@ def _generate(args: argparse.Namespace) -> int:
             print(json.dumps(outcome_record(status="refused", error=message), ensure_ascii=False))
         print(f"refused: {message}", file=sys.stderr)
         return EXIT_API
+    wall = time.monotonic() - started
+    base_url = "the stand-in API" if args.fake else settings.APIMART_BASE_URL
     if args.json:
-        print(json.dumps(job.outcome(), ensure_ascii=False))
+        outcome = outcome_json(job, base_url=base_url, fake=args.fake, wall_s=wall)
+        print(json.dumps(outcome, ensure_ascii=False))
     else:
-        print(format_outcome(job))
+        print(format_outcome(job, base_url=base_url, fake=args.fake, wall_s=wall))
     if stop.signal_name and not job.state.terminal:
         print(interrupted_text(job), file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -20,12 +20,30 @@ EXIT_OK = 0
 
 
 def add_commands(sub: Any) -> None:
-    db = sub.add_parser("db", help="the database schema (every start also migrates by itself)")
+    db = sub.add_parser(
+        "db",
+        help="the database schema (every start also migrates by itself)",
+        description="Migrate or inspect the schema of DATABASE_URL (`reelbot check` shows which "
+        "database that is). Every start migrates by itself; `upgrade` is for migrating once "
+        "before starting several workers.",
+    )
     actions = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
-    actions.add_parser("upgrade", help="migrate DATABASE_URL to this reelbot's schema")
-    actions.add_parser("current", help="print the schema revision of DATABASE_URL")
+    actions.add_parser(
+        "upgrade",
+        help="migrate DATABASE_URL to this reelbot's schema",
+        description="Migrate DATABASE_URL to this reelbot's schema; exit 2 when the database "
+        "is newer than this reelbot.",
+    )
+    actions.add_parser(
+        "current",
+        help="print the schema revision of DATABASE_URL",
+        description="Print the schema revision DATABASE_URL is at.",
+    )
     revision = actions.add_parser(
-        "revision", help="(developers) draft a revision from bot/core/schema.py's changes"
+        "revision",
+        help="(developers) draft a revision from bot/core/schema.py's changes",
+        description="(developers) Draft the next Alembic revision from the difference between "
+        "bot/core/schema.py and the revisions so far.",
     )
     revision.add_argument("-m", "--message", required=True, help="what the revision changes")
 

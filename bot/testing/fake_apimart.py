@@ -28,11 +28,12 @@ import json
 import logging
 import math
 import secrets
+import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 import aiohttp
 from aiohttp import web
@@ -374,7 +375,7 @@ class FakeApimart:
     def __init__(
         self,
         *,
-        api_key: str = "test-key",
+        api_key: str | None = "test-key",
         time_scale: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         default_plan: FakeTaskPlan | None = None,
@@ -529,7 +530,12 @@ class FakeApimart:
     # ------------------------------------------------------------------ helpers
 
     def _authorized(self, request: web.Request) -> bool:
-        return request.headers.get("Authorization", "") == f"Bearer {self.api_key}"
+        """The configured key; with `api_key=None`, any non-empty Bearer key (`reelbot fake-api`)."""
+        header = request.headers.get("Authorization", "")
+        if self.api_key is None:
+            scheme, _, key = header.partition(" ")
+            return scheme == "Bearer" and bool(key.strip())
+        return header == f"Bearer {self.api_key}"
 
     def _base(self, request: web.Request) -> str:
         return self.public_base_url or f"{request.scheme}://{request.host}"
@@ -911,22 +917,39 @@ async def serve(host: str = "127.0.0.1", port: int = 8765, **opts: Any) -> None:
 def run_fake_api(
     host: str = "127.0.0.1",
     port: int = 8765,
-    api_key: str = "test-key",
+    api_key: str | None = None,
     time_scale: float = 1.0,
     *,
     public_base_url: str | None = None,
     balance: float = 100.0,
+    out: TextIO | None = None,
 ) -> None:
     """Run a fake APIMart in the foreground (blocking) - used by ``reelbot fake-api``.
 
-    Point the bot at ``http://{host}:{port}`` with the same ``api_key`` to try it
-    without spending money. ``time_scale`` speeds simulated time up (100 makes a
-    four-minute task finish in 2.4 s). ``public_base_url`` overrides the host used in
-    result/upload URLs (e.g. when the bot reaches the fake through another name).
+    Prints the base URL and the key to point reelbot at first (a newcomer cannot guess them).
+    ``api_key=None`` accepts any non-empty key; a given key is the only one accepted.
+    ``time_scale`` speeds simulated time up (100 makes a four-minute task finish in 2.4 s).
+    ``public_base_url`` overrides the host used in result/upload URLs (e.g. when the bot
+    reaches the fake through another name).
     """
+    api_key = api_key or None  # `--api-key ""` is no key: accept any
     fake = FakeApimart(
         api_key=api_key, time_scale=time_scale, public_base_url=public_base_url, balance=balance
     )
-    print(f"fake APIMart on http://{host}:{port} (time_scale={time_scale})")
+    out = out or sys.stdout
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    base = public_base_url or f"http://{shown_host}:{port}"
+    key = api_key if api_key is not None else "any-non-empty-key"
+    accepted = "only this key" if api_key is not None else "any non-empty key is accepted"
+    print(
+        f"stand-in APIMart on {base} (no real videos, no real cost; "
+        f"time scale {time_scale:g}x, balance {balance:g})\n"
+        "point reelbot at it with:\n"
+        f"  APIMART_BASE_URL={base}\n"
+        f"  APIMART_API_KEY={key}    ({accepted})\n"
+        "Ctrl-C stops it.",
+        file=out,
+        flush=True,
+    )
     with contextlib.suppress(KeyboardInterrupt):
         web.run_app(fake.app, host=host, port=port, print=None, shutdown_timeout=1.0)
