@@ -16,9 +16,7 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
-from bot.core.config import SettingsError
-from bot.core.migrations import SchemaTooNew
-from bot.core.store import StoreUnavailable
+from bot.core import interrupts
 
 EXIT_INVALID = 2
 
@@ -84,9 +82,15 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+#: Verbs whose event loop takes SIGINT/SIGTERM over and acts on one that came earlier.
+OWN_SIGNALS = frozenset({"generate", "run"})
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     from bot.terminal import cli
 
+    if args.command not in OWN_SIGNALS:
+        interrupts.resume()
     code = cli.dispatch(args)
     if code is None:
         from bot.discord import verbs
@@ -98,17 +102,36 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = parse(argv)
+    """Run one command. Ctrl-C at any moment ends it with 130 and no traceback: the heavy
+    imports happen in here (not at module level, where the `reelbot` script imports this),
+    and an interrupt before `generate` got going says that nothing was sent."""
+    # Until a command is ready for them, Ctrl-C and SIGTERM are only remembered (a
+    # KeyboardInterrupt raised inside an import is swallowed by the interpreter); SIGTERM is
+    # then a Ctrl-C: the same clean exit 130 and words, not a silent death by signal.
+    interrupts.defer()
+    args: argparse.Namespace | None = None
     try:
-        code = _dispatch(args)
-    except (SettingsError, SchemaTooNew) as exc:
-        print(exc, file=sys.stderr)
-        code = EXIT_INVALID
-    except StoreUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        code = EXIT_INVALID
+        from bot.core.config import SettingsError
+        from bot.core.migrations import SchemaTooNew
+        from bot.core.store import StoreUnavailable
+
+        args = parse(argv)
+        try:
+            code = _dispatch(args)
+        except (SettingsError, SchemaTooNew) as exc:
+            print(exc, file=sys.stderr)
+            code = EXIT_INVALID
+        except StoreUnavailable as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            code = EXIT_INVALID
     except KeyboardInterrupt:
         code = 130
+        if args is None:
+            words = list(sys.argv[1:] if argv is None else argv)
+            if "generate" in words:
+                from bot.terminal.interrupted import report_interrupted_before_start
+
+                report_interrupted_before_start(as_json="--json" in words)
     except BrokenPipeError:
         # `reelbot models | head`: the reader has gone, which is no reason for a traceback.
         # Point stdout at /dev/null so the interpreter's final flush cannot fail again.

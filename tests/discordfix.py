@@ -26,6 +26,7 @@ import pytest
 from simcord import Env
 
 from bot.core.config import Settings
+from bot.core.fetch import ATTACHMENT_TIMEOUT, FetchTooLarge
 from bot.core.runtime import Runtime, open_runtime
 from bot.discord.bot import ReelBot
 from bot.testing.fake_apimart import FakeApimart
@@ -45,6 +46,9 @@ def reel_settings(api_url: str, tmp_path: Path, **overrides: Any) -> Settings:
         "POLL_MAX_INTERVAL": 0.05,
         "API_REQUESTS_PER_SECOND": 1000.0,
         "API_TIMEOUT": 5.0,
+        # The stand-ins (APIMart's result videos, test servers) listen on 127.0.0.1.
+        "ALLOW_LOCAL_FETCH": True,
+        "ATTACHMENT_HOSTS": "cdn.simcord.invalid",  # simcord's CDN
         **overrides,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -64,9 +68,23 @@ async def runtime_fixture(api_url: str, tmp_path: Path) -> AsyncIterator[Runtime
         yield rt
 
 
+async def read_through_simcord(attachment: discord.Attachment, limit: int) -> bytes:
+    """simcord's CDN lives inside discord.py's HTTP client (`get_from_cdn`), not on a socket,
+    so on simcord attachments are read through discord.py, with the same deadline and cap."""
+    if attachment.size > limit:
+        raise FetchTooLarge("the attachment is too large")
+    async with asyncio.timeout(ATTACHMENT_TIMEOUT):
+        data = await attachment.read()
+    if len(data) > min(limit, attachment.size or limit):
+        raise FetchTooLarge("the attachment is too large")
+    return data
+
+
 @pytest.fixture(name="bot")
 def bot_fixture(runtime: Runtime, notifier_options: dict[str, Any]) -> ReelBot:
-    return ReelBot(runtime=runtime, notifier_options=notifier_options)
+    bot = ReelBot(runtime=runtime, notifier_options=notifier_options)
+    bot.attachment_reader = read_through_simcord
+    return bot
 
 
 @pytest.fixture(name="simcord_bot")

@@ -396,6 +396,24 @@ async def test_submit_malformed_200_is_outcome_unknown(env: Env) -> None:
     assert len(env.fake.submit_attempts) == 1 and len(env.fake.tasks) == 1
 
 
+@pytest.mark.parametrize(
+    "task_id",
+    ["../../etc/passwd\n\x1b[31mforged log line", "t" * 100_000, "task id with spaces"],
+)
+async def test_submit_answer_with_an_unusable_task_id_is_outcome_unknown(
+    env: Env, task_id: str
+) -> None:
+    """A task id is echoed into logs, the terminal, a URL path and a 128-character column:
+    one with control characters or 100 KB is no id this client can follow (nor show)."""
+    body = json.dumps({"code": 200, "data": [{"status": "submitted", "task_id": task_id}]})
+    env.fake.inject("submit", 200, body=body)
+    with pytest.raises(SubmitOutcomeUnknown) as ei:
+        await env.client.submit(OMNI)
+    assert isinstance(ei.value.cause, ProtocolError)
+    assert task_id not in str(ei.value)
+    assert len(env.fake.submit_attempts) == 1
+
+
 # ---------------------------------------------------------------- typed errors
 
 

@@ -55,6 +55,8 @@ class World:
             POLL_INTERVAL="0.2",
             POLL_MAX_INTERVAL="1",
             LOG_LEVEL="DEBUG",
+            # The stand-ins' CDN and result videos are http://127.0.0.1 URLs.
+            ALLOW_LOCAL_FETCH="1",
             # Any free port: several bots (and other test runs) share this machine.
             HTTP_LISTEN="127.0.0.1:0",
         )

@@ -144,6 +144,16 @@ async def test_a_task_running_for_hours_is_given_up(harness: Harness) -> None:
     assert finished.state is JobState.UNKNOWN and finished.error_code == "not_followed"
 
 
+@pytest.mark.parametrize("harness", [[RUNNING]], indirect=True)
+async def test_a_short_timeout_is_said_in_seconds(harness: Harness) -> None:
+    """`generate --timeout 8` used to end with "after 0.133333 minutes"."""
+    harness.poller.max_age = 8.0
+    job = await harness.running_job(started_ago=9.0)
+    finished = await harness.notifier.wait_finished(job.id, timeout=5)
+    assert finished.error_code == "not_followed"
+    assert "after 8 s." in (finished.error_message or ""), finished.error_message
+
+
 @pytest.mark.parametrize(
     "harness", [[{**DONE, "result": {"videos": [{"urls": ["x"]}]}}]], indirect=True
 )

@@ -158,3 +158,18 @@ def test_log_file_is_rotated(tmp_path: Path) -> None:
     assert files == ["reelbot.log", "reelbot.log.1", "reelbot.log.2"]
     assert all(p.stat().st_size <= 1024 * 1024 for p in log.parent.iterdir())
     assert "line 29999" in log.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("name", ["APIMART_API_KEY", "DISCORD_TOKEN"])
+@pytest.mark.parametrize("value", ["sk-abcdefgh1234\r", "sk-abcd efgh1234", "sk-abcdefgh\nX-A: 1"])
+def test_a_secret_with_a_line_end_or_space_is_named_not_sent(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    """A Docker `--env-file` keeps a Windows `\\r`; a paste can bring a space. aiohttp then
+    refuses the header at the first request (and `generate` used to hang on that)."""
+    monkeypatch.setenv(name, value)
+    found = problems(None, name)
+    mine = [p for p in found if p.startswith(name)]
+    assert len(mine) == 1, found
+    assert "space or control character" in mine[0]
+    assert "abcd" not in mine[0]

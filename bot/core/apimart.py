@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import errno
 import json
 import logging
 import math
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -36,7 +38,8 @@ import aiohttp
 from pydantic import SecretStr
 
 from bot.core.catalog import UPLOAD_LIFETIME_S
-from bot.core.job import plausible_money, plausible_time
+from bot.core.fetch import resource_error
+from bot.core.job import plausible_duration, plausible_money, plausible_time
 from bot.core.scrub import register_secret, scrub
 
 __all__ = [
@@ -277,6 +280,12 @@ def _num(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+#: What a task id may look like ("task_01K…" in the docs). It is echoed into log lines, the
+#: terminal, a URL path and a 128-character column, so control characters, spaces and
+#: kilobytes are refused: such an answer is unreadable, and the submit's outcome unknown.
+TASK_ID_SHAPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}")
+
+
 def _str(value: Any) -> str | None:
     if value is None:
         return None
@@ -376,10 +385,10 @@ class TaskInfo:
             task_id=tid,
             status=normalise_status(status_raw),
             progress=progress,
-            estimated_time=_num(data.get("estimated_time")),
-            actual_time=_num(data.get("actual_time")),
-            created=_num(data.get("created")),
-            completed=_num(data.get("completed")),
+            estimated_time=plausible_duration(_num(data.get("estimated_time"))),
+            actual_time=plausible_duration(_num(data.get("actual_time"))),
+            created=plausible_time(_num(data.get("created"))),
+            completed=plausible_time(_num(data.get("completed"))),
             cost=plausible_money(_num(data.get("cost"))),
             credits_cost=plausible_money(_num(data.get("credits_cost"))),
             video_urls=tuple(dict.fromkeys(urls)),
@@ -712,6 +721,16 @@ class ApimartClient:
                 retry_after = _parse_retry_after(resp.headers.get("Retry-After"))
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             # The TCP connection was never established: the request was not sent.
+            own = resource_error(exc)
+            if own is not None:
+                # EMFILE and friends: this process is out of resources, APIMart is fine.
+                raise ApiUnreachable(
+                    f"reelbot itself ran out of resources before connecting to APIMart "
+                    f"({errno.errorcode.get(own.errno or 0, 'OSError')}: {own.strerror})",
+                    request_sent=False,
+                    method=method,
+                    path=path,
+                ) from exc
             raise ApiUnreachable(
                 f"could not connect to APIMart ({type(exc).__name__})",
                 request_sent=False,
@@ -852,5 +871,11 @@ class ApimartClient:
         if not task_id:
             raise ProtocolError(
                 api_message="the submit answer has no task id", method=method, path=path
+            )
+        if not TASK_ID_SHAPE.fullmatch(task_id):
+            raise ProtocolError(
+                api_message=f"the submit answer's task id is unusable ({len(task_id)} characters)",
+                method=method,
+                path=path,
             )
         return task_id

@@ -19,6 +19,7 @@ volume, and a SQLite file anywhere else is refused: it would vanish with the con
 from __future__ import annotations
 
 import contextlib
+import re
 from decimal import Decimal
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -34,6 +35,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.core.fetch import FetchPolicy, discord_cdn_policy
 
 APP_NAME = "reelbot"
 #: The container's volume (the Dockerfile declares it).
@@ -106,6 +109,18 @@ class Secrets(BaseSettings):
     DISCORD_TOKEN: SecretStr | None = None
     APIMART_API_KEY: SecretStr | None = None
 
+    @field_validator("DISCORD_TOKEN", "APIMART_API_KEY")
+    @classmethod
+    def _one_word(cls, value: SecretStr | None) -> SecretStr | None:
+        """A token goes into an HTTP header: a `\\r` kept by Docker's `--env-file`, a pasted
+        space or line end would make every request fail (aiohttp refuses such a header)."""
+        if value is not None and re.search(r"[\s\x00-\x1f\x7f]", value.get_secret_value()):
+            raise ValueError(
+                "contains a space or control character (a Windows line end in the .env "
+                "file?); the value is not shown"
+            )
+        return value
+
 
 class Settings(Secrets):
     """Every knob of reelbot. The names are part of the product's interface.
@@ -155,6 +170,12 @@ class Settings(Secrets):
     #: Used by the end-to-end tests and the offline demo to point discord.py at a local fake.
     DISCORD_API_BASE: str | None = None
     DISCORD_GATEWAY_URL: str | None = None
+    #: Let the bot fetch http:// URLs on loopback addresses (attachments, result videos).
+    #: Only for the tests and the offline demo, whose stand-ins listen on 127.0.0.1.
+    ALLOW_LOCAL_FETCH: bool = False
+    #: Hosts (`host` or `host:port`, comma-separated) besides Discord's CDN that attachments
+    #: may come from: a stand-in Discord's CDN. The host of `DISCORD_API_BASE` is added itself.
+    ATTACHMENT_HOSTS: str = ""
 
     @field_validator("LOG_LEVEL", mode="before")
     @classmethod
@@ -306,6 +327,19 @@ class Settings(Secrets):
                 values.append(password)
         return values
 
+    def fetch_policy(self) -> FetchPolicy:
+        """Where result downloads may go: any public https host (or loopback, for tests)."""
+        return FetchPolicy(allow_local=self.ALLOW_LOCAL_FETCH)
+
+    def attachment_policy(self) -> FetchPolicy:
+        """Attachments: Discord's CDN hosts, and the stand-in Discord's when one is configured."""
+        extra = {h.strip().lower() for h in self.ATTACHMENT_HOSTS.split(",") if h.strip()}
+        if self.DISCORD_API_BASE:
+            parts = urlsplit(self.DISCORD_API_BASE)
+            if parts.hostname:
+                extra.add(f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname)
+        return discord_cdn_policy(allow_local=self.ALLOW_LOCAL_FETCH, extra_hosts=frozenset(extra))
+
     def sqlite_path(self) -> Path | None:
         """The database file, so its folder can be created on first run."""
         path = _sqlite_file(self.DATABASE_URL)
@@ -397,7 +431,7 @@ def load_settings(
         except ValidationError:
             secrets = Secrets.model_construct()
     for name in require:
-        if getattr(secrets, name) is None:
+        if getattr(secrets, name) is None and not any(p.startswith(f"{name}:") for p in problems):
             problems.append(f"{name} is missing: {HOW_TO_FIX.get(name, 'set it')}")
     if problems or settings is None:
         raise SettingsError(problems)

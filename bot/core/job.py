@@ -20,11 +20,21 @@ from bot.core.request import VideoRequest
 MAX_PLAUSIBLE_COST = 1_000_000.0
 #: Unix times past this (the year 2200) are broken answers, not dates.
 MAX_PLAUSIBLE_TIME = 7_258_118_400.0
+#: No video task runs (or is estimated to run) longer than this (seconds); an API answer
+#: saying so (1e300, a negative time) is a broken answer, not a duration to print.
+MAX_PLAUSIBLE_DURATION = 30 * 86_400.0
 
 
 def plausible_money(value: float | None) -> float | None:
     """`value` when it can be a real cost, else None (unknown)."""
     if value is None or not math.isfinite(value) or not 0 <= value <= MAX_PLAUSIBLE_COST:
+        return None
+    return value
+
+
+def plausible_duration(value: float | None) -> float | None:
+    """`value` when it can be how long a task ran or will run, else None (unknown)."""
+    if value is None or not math.isfinite(value) or not 0 <= value <= MAX_PLAUSIBLE_DURATION:
         return None
     return value
 

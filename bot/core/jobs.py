@@ -30,10 +30,16 @@ from bot.core.clock import Clock
 from bot.core.controls import queue
 from bot.core.controls.admission import Admission, Requester
 from bot.core.controls.service import Controls
+from bot.core.images import sniff_image_type
 from bot.core.job import Job, JobState
 from bot.core.owner import owned_elsewhere
 from bot.core.poller import Notifier, Poller
-from bot.core.request import PENDING_PREFIX, RequestInvalid, VideoRequest, check_image_file
+from bot.core.request import (
+    PENDING_PREFIX,
+    RequestInvalid,
+    VideoRequest,
+    check_image_file,
+)
 from bot.core.reroll import UNKNOWN_JOB, RerollGuard, refusal
 from bot.core.store import LeaseLost, Store
 
@@ -171,14 +177,22 @@ class JobService:
         return True
 
     @staticmethod
-    def check_files(request: VideoRequest, files: Sequence[ImageFile]) -> None:
-        """Refuse files of the wrong type or size before anything is stored or sent."""
+    def check_files(request: VideoRequest, files: Sequence[ImageFile]) -> list[ImageFile]:
+        """Refuse files of the wrong type or size before anything is stored or sent.
+
+        The type checked is the one the bytes show (`sniff_image_type`), never the name's or
+        the sender's claim, on every front end. Returns the files labelled with that type.
+        """
         if len(files) != len(request.pending_uploads):
             raise ValueError("one ImageFile is needed per pending image")
         spec = request.spec
+        checked = []
         for index, file in zip(request.pending_uploads, files, strict=True):
             field = f"image {index + 1} ({file.filename})"
-            check_image_file(spec, file.content_type, len(file.data), field)
+            real = sniff_image_type(file.data)
+            check_image_file(spec, real, len(file.data), field)
+            checked.append(ImageFile(file.data, file.filename, real or file.content_type))
+        return checked
 
     async def admit(
         self,
@@ -264,13 +278,19 @@ class JobService:
 
     async def _launch(self, job: Job, files: Sequence[ImageFile]) -> Job:
         try:
-            self.check_files(job.request, files)
+            files = self.check_files(job.request, files)
         except RequestInvalid as exc:
             return await self.end(job, JobState.FAILED, "invalid_file", str(exc))
         try:
             request = await self._upload(job, files)
         except ApimartError as exc:
             message = f"The image upload failed: {exc}"
+            return await self.end(job, JobState.FAILED, "upload_failed", message)
+        except Exception as exc:
+            # Unclassified (aiohttp refusing a header, a bug): still an end, said once; no
+            # submit was made, so nothing was charged. Never a job left half-way.
+            log.exception("job %s: the image upload failed unexpectedly", job.id)
+            message = f"The image upload failed (reelbot error: {type(exc).__name__})."
             return await self.end(job, JobState.FAILED, "upload_failed", message)
         if job.state is JobState.QUEUED:
             # Ready: the fair queue submits it when a slot frees (bot.core.controls.queue).
@@ -307,6 +327,12 @@ class JobService:
             if isinstance(exc, PaymentRequired | AuthenticationFailed):
                 log.error("job %s: operator action needed: %s", job.id, exc)
             return await self.end(job, JobState.FAILED, _error_code(exc), refusal_message(exc))
+        except Exception as exc:
+            # Unclassified: it may have left the process, so it is never resent, and the job
+            # ends `unknown` (it used to stay `submitting`, and `generate` waited forever).
+            log.exception("job %s: submit failed unexpectedly", job.id)
+            why = f"reelbot met an unexpected error ({type(exc).__name__}) while sending this job."
+            return await self.end(job, JobState.UNKNOWN, "submit_unknown", why + UNKNOWN_SUFFIX)
         # Billed from here on: the id goes to the log at once, whatever the store does next.
         log.info("job %s: APIMart accepted it as task %s", job.id, task_id)
         if not await self._record_submitted(job, task_id):

@@ -9,6 +9,11 @@ so a secret that slipped into a message (an API error echoing the key, say) is r
 Logs go to stderr, where Docker (`docker logs`) and systemd (journald) already keep and rotate
 them. For a plain process, `LOG_FILE` also writes them to a file, rotated by size
 (`RotatingFileHandler`), so a long-running bot cannot fill the disk.
+
+No line is written in a tight loop: `RepeatFilter` lets the same message (same logger, same
+template) through a few times per window and then counts it, so a flood (asyncio's accept
+errors when file descriptors run out, a poll failing every second) costs a line per window
+with a count, not hundreds of megabytes of log.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import json
 import logging
 import logging.handlers
 import sys
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +35,46 @@ TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 REDACTED = "[redacted]"
 #: Secrets shorter than this are not redacted: replacing "a" everywhere would garble the log.
 MIN_SECRET = 8
+#: The same message is written at most `REPEAT_BURST` times per `REPEAT_WINDOW` seconds.
+REPEAT_BURST = 5
+REPEAT_WINDOW = 60.0
+#: Distinct messages remembered at once (older ones are forgotten).
+REPEAT_KEYS = 1024
+
+
+class RepeatFilter(logging.Filter):
+    """Drops repeats of a message beyond a burst per window; the next one says how many."""
+
+    def __init__(
+        self,
+        burst: int = REPEAT_BURST,
+        window: float = REPEAT_WINDOW,
+        clock: Any = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.burst = burst
+        self.window = window
+        self.clock = clock
+        #: key → [window start, lines written in it, lines suppressed]
+        self._seen: dict[tuple[str, int, str], list[float]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.levelno, str(record.msg))
+        now = self.clock()
+        entry = self._seen.get(key)
+        if entry is None or now - entry[0] >= self.window:
+            suppressed = int(entry[2]) if entry is not None else 0
+            if len(self._seen) >= REPEAT_KEYS:
+                self._seen.clear()
+            self._seen[key] = [now, 1.0, 0.0]
+            if suppressed:
+                record.msg = f"{record.msg} ({suppressed} similar lines suppressed)"
+            return True
+        if entry[1] < self.burst:
+            entry[1] += 1
+            return True
+        entry[2] += 1
+        return False
 
 
 class Redactor:
@@ -100,6 +146,7 @@ def setup_logging(
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(formatter)
     handler.setLevel(level)
+    handler.addFilter(RepeatFilter())
     handlers: list[logging.Handler] = [handler]
     root_level = logging.getLevelName(level)
     if log_file is not None:

@@ -29,7 +29,8 @@ from bot.core.apimart import (
     TaskNotFound,
 )
 from bot.core.clock import Clock
-from bot.core.job import Job, JobState
+from bot.core.job import Job, JobState, plausible_duration
+from bot.core.progress import duration_text
 from bot.core.ratelimit import MAX_PAUSE as MAX_PAUSE  # re-exported: it is the poller's
 from bot.core.ratelimit import RateLimiter
 from bot.core.store import LeaseLost
@@ -160,18 +161,14 @@ class FixedSchedule:
         return None
 
 
-def _age_text(seconds: float) -> str:
-    if seconds >= 3600:
-        return f"{seconds / 3600:g} hours"
-    return f"{seconds / 60:g} minutes"
-
-
 def _run_seconds(info: TaskInfo, tracked: Tracked, now: float) -> float:
     """How long the task ran, by the API's own clock when it says (no clock-skew surprises)."""
     if info.actual_time is not None:
         return info.actual_time
     if info.completed is not None and info.created is not None:
-        return max(0.0, info.completed - info.created)
+        ran = plausible_duration(info.completed - info.created)
+        if ran is not None:
+            return ran
     return max(0.0, now - tracked.started)
 
 
@@ -563,7 +560,7 @@ class Poller:
             return
         if now - tracked.started > self.max_age:
             await self._give_up(
-                tracked, f"APIMart had not finished it after {_age_text(self.max_age)}."
+                tracked, f"APIMart had not finished it after {duration_text(self.max_age)}."
             )
             return
         if info.status not in RUNNING_STATUSES and info.status not in tracked.extra.setdefault(
@@ -602,7 +599,7 @@ class Poller:
         """Retry after an error, unless the job has been followed for too long already."""
         if self._too_old(tracked):
             await self._give_up(
-                tracked, f"APIMart could not be asked about it for {_age_text(self.max_age)}."
+                tracked, f"APIMart could not be asked about it for {duration_text(self.max_age)}."
             )
         else:
             self._retry(tracked)

@@ -11,7 +11,6 @@ text columns) and control characters; then it is shortened.
 from __future__ import annotations
 
 import re
-from urllib.parse import quote, quote_plus
 
 #: Outside texts are cut to this many characters (a whole HTML error page helps nobody).
 MAX_OUTSIDE_TEXT = 500
@@ -24,17 +23,28 @@ _BEARER = re.compile(r"(Bearer|Basic|Token)(\s+|%20|\+)[^\s\"'<>,;&]+", re.IGNOR
 _API_KEY_SHAPE = re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
-_secrets: set[str] = set()
+#: Registered secrets, each with the pattern that finds it however it was URL-encoded.
+_secrets: dict[str, re.Pattern[str]] = {}
 
 
 def register_secret(secret: str | None) -> None:
     """Remember a secret this process holds, so no outside text can carry it further."""
-    if secret and len(secret) >= MIN_SECRET_LENGTH:
-        _secrets.add(secret)
+    if secret and len(secret) >= MIN_SECRET_LENGTH and secret not in _secrets:
+        _secrets[secret] = _encoded_forms(secret)
 
 
-def _forms(secret: str) -> set[str]:
-    return {secret, quote(secret, safe=""), quote_plus(secret), quote(quote(secret, safe=""))}
+def _encoded_forms(secret: str) -> re.Pattern[str]:
+    """The secret with each character as itself or percent-encoded (either hex case, even
+    encoded twice, `+` for a space): a proxy may encode only some bytes (`%2D` for `-`), so
+    a list of whole encodings (`quote`, `quote_plus`) would miss it."""
+    parts = []
+    for char in secret:
+        alternatives = [re.escape(char)]
+        if char == " ":
+            alternatives.append(r"\+")
+        alternatives.append("".join(f"%(?:25)?{b:02x}" for b in char.encode()))
+        parts.append(f"(?:{'|'.join(alternatives)})")
+    return re.compile("".join(parts), re.IGNORECASE)
 
 
 def scrub(text: str | None, *, limit: int = MAX_OUTSIDE_TEXT) -> str | None:
@@ -45,9 +55,7 @@ def scrub(text: str | None, *, limit: int = MAX_OUTSIDE_TEXT) -> str | None:
     if text is None:
         return None
     for secret in sorted(_secrets, key=len, reverse=True):
-        for form in _forms(secret):
-            if form in text:
-                text = text.replace(form, REDACTED)
+        text = _secrets[secret].sub(REDACTED, text)
     text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
     text = _API_KEY_SHAPE.sub(REDACTED, text)
     text = _CONTROL.sub(" ", text)

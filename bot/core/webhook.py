@@ -9,7 +9,8 @@ duplicate finds the task already finished (unknown by then: ignored), and an unk
 changes nothing. Polling continues as a slow safety net for callbacks that never come.
 
 Every well-formed callback gets the same quick 200, known task or not (no oracle for
-guessing task ids; no retries provoked). A body that is not JSON or names no task gets 400;
+guessing task ids; no retries provoked). A body that is not JSON (deeply nested JSON
+included) or names no task gets 400;
 a body over `MAX_BODY` bytes gets 413 before it is read in full.
 """
 
@@ -86,7 +87,8 @@ class WebhookServer:
         except web.HTTPRequestEntityTooLarge:
             self.rejected += 1
             raise
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            # RecursionError: JSON nested thousands deep; it is not a callback either.
             self.rejected += 1
             return web.json_response({"ok": False, "error": "body is not JSON"}, status=400)
         task_id = task_id_of(body)

@@ -23,6 +23,7 @@ from discord.ext import commands
 
 from bot.core.config import Settings
 from bot.core.runtime import Runtime
+from bot.discord.attachments import AttachmentReader, CdnReader
 from bot.discord.notifier import DiscordNotifier
 from bot.discord.replies import report_error
 from bot.discord.views import DYNAMIC_ITEMS, result_view, status_view
@@ -31,13 +32,15 @@ log = logging.getLogger(__name__)
 
 EXTENSIONS = ("cogs.video", "cogs.admin")
 
-#: What the bot needs in a channel: see it, post (also in threads), embed links, attach videos.
+#: What the bot needs in a channel: see it, post (also in threads), embed links, attach videos,
+#: and read its recent messages (so a result whose post was interrupted is not posted twice).
 PERMISSIONS = discord.Permissions(
     view_channel=True,
     send_messages=True,
     send_messages_in_threads=True,
     embed_links=True,
     attach_files=True,
+    read_message_history=True,
 )
 
 
@@ -74,6 +77,10 @@ discord.VoiceClient.warn_nacl = False
 discord.VoiceClient.warn_dave = False
 
 
+async def _no_reader(attachment: discord.Attachment, limit: int) -> bytes:
+    raise RuntimeError("this ReelBot was built without a runtime (command listing only)")
+
+
 class ReelBot(commands.Bot):
     """reelbot on Discord. `runtime=None` builds the command tree only (`reelbot commands`)."""
 
@@ -92,11 +99,19 @@ class ReelBot(commands.Bot):
         self.runtime = runtime
         self.notifier: DiscordNotifier | None = None
         self._max_concurrency: int | None = None
+        #: How the flow reads members' attachments (`bot.discord.attachments`).
+        self.attachment_reader: AttachmentReader = _no_reader
         if runtime is not None:
-            notifier_kw: dict[str, Any] = {"on_rest_error": runtime.metrics.discord_rest_error}
+            notifier_kw: dict[str, Any] = {
+                "on_rest_error": runtime.metrics.discord_rest_error,
+                "fetch_policy": runtime.settings.fetch_policy(),
+            }
             notifier_kw.update(notifier_options or {})
             self.notifier = DiscordNotifier(
                 self, session=runtime.session, clock=runtime.clock, **notifier_kw
+            )
+            self.attachment_reader = CdnReader(
+                runtime.session, runtime.settings.attachment_policy()
             )
             runtime.readiness.add("gateway", self.gateway_problem, ttl=0.0)
 

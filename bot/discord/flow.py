@@ -8,6 +8,7 @@ guard) is the core's (`bot.core.jobs`, `bot.core.reroll`); this module only does
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,7 @@ import discord
 
 from bot.core.catalog import DEFAULT_UPLOAD_LIMIT, ImageStyle, ModelSpec
 from bot.core.controls.admission import Refused
+from bot.core.fetch import FetchError, FetchPolicy
 from bot.core.job import Job, JobState
 from bot.core.jobs import INTERRUPTED_MESSAGE, ImageFile, Origin, with_pending_uploads
 from bot.core.request import (
@@ -27,15 +29,23 @@ from bot.core.request import (
 )
 from bot.core.reroll import ALREADY_REROLLING, UNKNOWN_JOB, media_time
 from bot.discord import render, render_admin, views
+from bot.discord.attachments import check_attachment_url
 from bot.discord.replies import mark_public_placeholder
 
 if TYPE_CHECKING:
+    from bot.core.runtime import Runtime
     from bot.discord.bot import ReelBot
 
 log = logging.getLogger(__name__)
 
 VIDEO_TYPES = ("video/",)
 UNREADABLE = "Discord would not hand over the attached file, so nothing was sent or charged."
+NOT_CHARGED = " Nothing was sent to APIMart or charged."
+#: `/video` is registered for servers only, but a forged or stale DM interaction still arrives.
+SERVERS_ONLY = (
+    "`/video` works in servers only (a DM has no channel for the result, and the server's "
+    "APIMart balance pays for it). Nothing was made or charged."
+)
 #: In a thread the bot needs Send Messages in Threads instead of Send Messages.
 THREAD_TYPES = frozenset(
     {
@@ -56,8 +66,12 @@ async def generate(
     **fields: Any,
 ) -> None:
     """Validate (pure, fast) → ephemeral refusal, or defer → job → status → launch."""
+    if interaction.guild_id is None:
+        await interaction.response.send_message(SERVERS_ONLY, ephemeral=True)
+        return
+    policy = bot.require_runtime().settings.attachment_policy()
     try:
-        request = request_with_attachments(spec, attachments, video, **fields)
+        request = request_with_attachments(spec, attachments, video, policy=policy, **fields)
     except RequestInvalid as exc:
         log.info("refused /%s: %s", getattr(interaction.command, "qualified_name", "?"), exc)
         await interaction.response.send_message(render.problems(exc), ephemeral=True)
@@ -69,11 +83,16 @@ def request_with_attachments(
     spec: ModelSpec,
     attachments: list[tuple[str, discord.Attachment]],
     video: discord.Attachment | None,
+    *,
+    policy: FetchPolicy,
     **fields: Any,
 ) -> VideoRequest:
     """The request, with placeholders for the images (their bytes are read after deferring)."""
     for name, attachment in attachments:
+        check_attachment_url(attachment, policy, name)
         check_image_file(spec, attachment.content_type, attachment.size, name)
+    if video is not None:
+        check_attachment_url(video, policy, "reference_video")
     if video is not None and not (video.content_type or "").startswith(VIDEO_TYPES):
         shown = video.content_type or "an unknown type"
         raise RequestInvalid(
@@ -112,18 +131,31 @@ async def start(
     may not post the result here (refused privately, nothing sent).
     """
     runtime = bot.require_runtime()
+    if interaction.guild_id is None:
+        await interaction.response.send_message(SERVERS_ONLY, ephemeral=True)
+        return None
     missing = missing_permissions(interaction)
     if missing:
         await interaction.response.send_message(cannot_post(missing), ephemeral=True)
         return None
     media_at = runtime.clock.now() if media_at is None else media_at
     member = str(interaction.user.id)
-    guild_id = str(interaction.guild_id) if interaction.guild_id else None
+    guild_id = str(interaction.guild_id)
+    # Where the job's messages go is written with the job, so a crash before the status
+    # message is shown still leaves the restart a channel to tell the requester in.
+    origin = Origin(
+        kind="discord",
+        channel_id=str(interaction.channel_id),
+        requester_id=member,
+        guild_id=guild_id,
+        upload_limit=upload_limit(interaction),
+        media_at=media_at,
+    )
     # The community controls decide first, so a refusal is private and nothing is shown.
     try:
         admission = await runtime.jobs.admit(
             request,
-            origin=Origin(kind="discord"),
+            origin=origin,
             requester=member,
             guild_id=guild_id,
             role_ids=role_ids(interaction),
@@ -135,38 +167,71 @@ async def start(
         return None
     job = admission.job
     try:
-        await interaction.response.defer(thinking=True)
+        callback = await interaction.response.defer(thinking=True)
         mark_public_placeholder(interaction)
-        rendered = render.status(job, runtime.clock.now(), position=admission.position)
-        if job.state is JobState.QUEUED:
-            status = await interaction.edit_original_response(
-                **rendered.kwargs(), view=views.queued_view(job)
-            )
-        else:
-            status = await interaction.edit_original_response(**rendered.kwargs())
-    except BaseException:
+        # The "thinking…" placeholder is the status message to be: its id is recorded at
+        # once, so even a crash before it is edited leaves one message the bot's token can
+        # finish after a restart (instead of "thinking…" forever).
+        placeholder = getattr(callback, "message_id", None)
+        if placeholder:
+            origin = dataclasses.replace(origin, message_id=str(placeholder))
+            job = await runtime.jobs.place(job, origin)
+    except BaseException as exc:
         # Nothing was shown: free the slot and the reservation, then let the ladder speak.
-        await runtime.jobs.end(job, JobState.FAILED, "interrupted", INTERRUPTED_MESSAGE)
+        await _withdraw(runtime, job, exc)
         raise
-    mark_public_placeholder(interaction, False)
-    origin = Origin(
-        kind="discord",
-        channel_id=str(status.channel.id),
-        message_id=str(status.id),
-        requester_id=member,
-        guild_id=guild_id,
-        upload_limit=upload_limit(interaction),
-        media_at=media_at,
-    )
-    await runtime.jobs.place(job, origin)
-    bot.notifier_for_jobs().remember(job.id, interaction)
-    log.info("job %s: requested by %s in channel %s", job.id, member, status.channel.id)
+    status: discord.InteractionMessage | None = None
     try:
-        files = [ImageFile(await a.read(), a.filename, a.content_type or "") for a in attachments]
-    except (discord.HTTPException, OSError) as exc:
-        log.warning("job %s: could not read an attachment: %s", job.id, exc)
-        return await runtime.jobs.end(job, JobState.FAILED, "attachment_unreadable", UNREADABLE)
+        rendered = render.status(job, runtime.clock.now(), position=admission.position)
+        shown: dict[str, Any] = rendered.kwargs()
+        if job.state is JobState.QUEUED:
+            shown["view"] = views.queued_view(job)
+        try:
+            status = await interaction.edit_original_response(**shown)
+        except discord.HTTPException as exc:
+            # @original cannot be edited (the token died, Discord lost it): the job goes on;
+            # its status and result reach the channel with the bot's own token.
+            log.warning("job %s: could not show its status message: %s", job.id, exc)
+    except BaseException as exc:
+        await _withdraw(runtime, job, exc)
+        raise
+    if status is not None:
+        mark_public_placeholder(interaction, False)
+        if str(status.id) != origin.message_id:
+            job = await runtime.jobs.place(
+                job, dataclasses.replace(origin, message_id=str(status.id))
+            )
+    bot.notifier_for_jobs().remember(job.id, interaction)
+    log.info("job %s: requested by %s in channel %s", job.id, member, interaction.channel_id)
+    files = []
+    limit = request.spec.image_max_bytes
+    for attachment in attachments:
+        try:
+            data = await bot.attachment_reader(attachment, limit)
+        except FetchError as exc:
+            log.warning("job %s: could not read an attachment: %s", job.id, exc)
+            text = str(exc)
+            message = text[:1].upper() + text[1:] + "." + NOT_CHARGED
+            return await runtime.jobs.end(job, JobState.FAILED, "attachment_unreadable", message)
+        except (discord.HTTPException, OSError) as exc:
+            log.warning("job %s: could not read an attachment: %s", job.id, exc)
+            return await runtime.jobs.end(job, JobState.FAILED, "attachment_unreadable", UNREADABLE)
+        files.append(ImageFile(data, attachment.filename, attachment.content_type or ""))
     return await runtime.jobs.launch(job, files)
+
+
+async def _withdraw(runtime: Runtime, job: Job, exc: BaseException) -> None:
+    """End a job whose request failed before its status was shown (nothing was charged).
+
+    An error is told to the member privately by the error ladder, so the job forgets its
+    channel first (no public failure message beside it). A cancellation (the bot stopping)
+    has no ladder: the channel is kept, so the requester is told there.
+    """
+    if isinstance(exc, Exception):
+        job = await runtime.jobs.place(
+            job, Origin(kind="discord", requester_id=job.requester, guild_id=job.guild_id)
+        )
+    await runtime.jobs.end(job, JobState.FAILED, "interrupted", INTERRUPTED_MESSAGE)
 
 
 async def reroll(bot: ReelBot, interaction: discord.Interaction, job_id: int) -> None:

@@ -17,12 +17,22 @@ Why it looks the way it does:
   permission or file too large → the same message again without the file (the link is in
   it), then a followup through a still-valid interaction token; 5xx / connection trouble →
   raised, so the poller retries later.
+* A result is posted at most once, also when Discord created the message but the answer was
+  lost (5xx after processing, a dropped connection, a SIGKILL mid-POST): every result carries
+  a nonce derived from the job (`result_nonce`, sent with `enforce_nonce`, so Discord answers
+  a repeat with the message it already has), and before posting the channel's recent
+  messages are read for the job's result (its Details button names the job), so a
+  redelivery after a restart, long past Discord's nonce window, finds it and stops.
+* When the channel refuses the result and no live interaction can carry it (always the case
+  after a restart), the status message's final edit carries the link and the cost: it is the
+  requester's only copy. The log names the reason Discord gave and the channel.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import io
 import logging
 from collections.abc import Callable
@@ -34,6 +44,7 @@ import discord
 
 from bot.core.catalog import DEFAULT_UPLOAD_LIMIT
 from bot.core.clock import Clock
+from bot.core.fetch import RESULT_DOWNLOAD_TIMEOUT, FetchError, FetchPolicy, fetch
 from bot.core.job import Job, JobState
 from bot.core.ratelimit import TokenBucket
 from bot.discord import render
@@ -42,8 +53,28 @@ log = logging.getLogger(__name__)
 
 #: Discord's code for "Request entity too large" (the 413 of file uploads).
 ENTITY_TOO_LARGE = 40005
+#: Discord's codes for a channel that refuses the bot, in words for the log.
+REFUSALS = {50001: "missing access (View Channel)", 50013: "missing permission"}
+#: How many of the channel's latest messages are searched for a result already posted.
+HISTORY_LOOKBACK = 50
+#: Discord accepts nonces of at most 25 characters.
+NONCE_LENGTH = 25
 
 ViewFactory = Callable[[Job], discord.ui.View | None]
+
+
+def result_nonce(job_id: int) -> str:
+    """The nonce of a job's result message: the same on every attempt, in every process."""
+    nonce = f"reelbot-job-{job_id}"
+    if len(nonce) > NONCE_LENGTH:
+        nonce = "rbj-" + hashlib.sha256(nonce.encode()).hexdigest()[: NONCE_LENGTH - 4]
+    return nonce
+
+
+def refusal_reason(exc: discord.HTTPException) -> str:
+    """Why Discord refused, for the log: `missing permission (403, code 50013: …)`."""
+    words = REFUSALS.get(exc.code, "refused")
+    return f"{words} ({exc.status}, code {exc.code}: {exc.text or 'no text'})"
 
 
 class EditThrottle:
@@ -127,8 +158,9 @@ class DiscordNotifier:
         edit_interval: float = 10.0,
         channel_edit_interval: float = 1.0,
         edits_per_second: float = 4.0,
-        download_timeout: float = 120.0,
+        download_timeout: float = RESULT_DOWNLOAD_TIMEOUT,
         view_factory: ViewFactory | None = None,
+        fetch_policy: FetchPolicy | None = None,
         on_rest_error: Callable[[int | None], None] | None = None,
     ) -> None:
         self.client = client
@@ -145,6 +177,8 @@ class DiscordNotifier:
         )
         self.download_timeout = download_timeout
         self.view_factory = view_factory
+        #: Where result downloads may go (https, public addresses; see `bot.core.fetch`).
+        self.fetch_policy = fetch_policy or FetchPolicy()
         #: The buttons under a status message (Cancel while queued); None: no buttons.
         self.status_view: ViewFactory | None = None
         #: Live interactions by job id: the fallback when the channel refuses the bot. In
@@ -185,7 +219,7 @@ class DiscordNotifier:
             log.info("job %s: finished with no Discord channel to post to", job.id)
             return
         try:
-            await self._post_result(job, where)
+            public = await self._post_result(job, where)
         finally:
             self.throttle.forget(job.id)
         # The result is in the channel: from here on nothing may raise, or the poller would
@@ -193,7 +227,7 @@ class DiscordNotifier:
         self._interactions.pop(job.id, None)
         if where.message_id is None:
             return
-        final = asyncio.ensure_future(self._final_edit(job, where))
+        final = asyncio.ensure_future(self._final_edit(job, where, with_result=not public))
         try:
             await asyncio.shield(final)
         except asyncio.CancelledError:
@@ -207,11 +241,16 @@ class DiscordNotifier:
                 "job %s: stopping; the result is posted, its final status edit skipped", job.id
             )
 
-    async def _final_edit(self, job: Job, where: Destination) -> None:
-        """The status message's last edit: strictly best-effort."""
+    async def _final_edit(self, job: Job, where: Destination, *, with_result: bool) -> None:
+        """The status message's last edit: strictly best-effort.
+
+        `with_result`: the result message could not be posted, so the status carries the
+        link and the cost (after a restart it is the requester's only copy).
+        """
         try:
             await self._cancel_edit(job.id)  # a late progress edit must not overwrite "done"
-            await self._edit_status(job.id, where, render.status(job, self.clock.now()))
+            rendered = render.status(job, self.clock.now(), with_result=with_result)
+            await self._edit_status(job.id, where, rendered)
         except Exception:
             log.exception("job %s: the final status edit failed; the result is posted", job.id)
 
@@ -268,12 +307,20 @@ class DiscordNotifier:
             self._rest_error(None)
             log.warning("job %s: could not edit its status message: %r", job_id, exc)
 
-    async def _post_result(self, job: Job, where: Destination) -> None:
+    async def _post_result(self, job: Job, where: Destination) -> bool:
+        """Post the result once; False when it could not be shown to the requester."""
+        channel = self._channel(where)
+        if await self._already_posted(channel, job):
+            log.info(
+                "job %s: its result is already in channel %s; not posted again",
+                job.id,
+                where.channel_id,
+            )
+            return True
         video = None
         if job.state is JobState.COMPLETED and job.video_urls:
             video = await self.download(job.video_urls[0], where.upload_limit, job_id=job.id)
         attempts = [video, None] if video is not None else [None]
-        channel = self._channel(where)
         for data in attempts:
             try:
                 await channel.send(**self._message(job, data))
@@ -283,22 +330,24 @@ class DiscordNotifier:
                     where.channel_id,
                     "video attached" if data is not None else "link",
                 )
-                return
+                return True
             except discord.NotFound as exc:
                 self._rest_error(exc.status)
                 log.warning(
                     "job %s: channel %s is gone (%s); result dropped", job.id, where.channel_id, exc
                 )
-                return
+                return True
             except discord.Forbidden as exc:
                 self._rest_error(exc.status)
                 if data is not None:
                     log.warning(
-                        "job %s: may not attach files here (%s); posting the link", job.id, exc
+                        "job %s: channel %s refused the file: %s; posting the link",
+                        job.id,
+                        where.channel_id,
+                        refusal_reason(exc),
                     )
                     continue
-                await self._fallback(job, exc)
-                return
+                return await self._fallback(job, where, exc)
             except discord.HTTPException as exc:
                 self._rest_error(exc.status)
                 if data is not None and (exc.status == 413 or exc.code == ENTITY_TOO_LARGE):
@@ -307,7 +356,35 @@ class DiscordNotifier:
                 if exc.status >= 500 or exc.status == 429:
                     raise
                 log.error("job %s: Discord refused the result message: %s", job.id, exc)
-                return
+                return False
+        return False
+
+    async def _already_posted(self, channel: discord.PartialMessageable, job: Job) -> bool:
+        """Whether the job's result is among the channel's latest messages (by this bot).
+
+        A redelivery after an ambiguous failure (or a restart) must not post it again; the
+        nonce covers Discord's few minutes, this covers the rest. Unreadable history (no Read
+        Message History permission, an error) counts as "not found": the nonce still helps.
+        """
+        me = self.client.user
+        if me is None:
+            return False
+        nonce = result_nonce(job.id)
+        marker = f":{job.id}"
+        try:
+            async for message in channel.history(limit=HISTORY_LOOKBACK):
+                if message.author.id != me.id:
+                    continue
+                if message.nonce is not None and str(message.nonce) == nonce:
+                    return True
+                for row in message.components:
+                    for item in getattr(row, "children", ()):
+                        custom_id = getattr(item, "custom_id", None) or ""
+                        if custom_id.startswith("reelbot:") and custom_id.endswith(marker):
+                            return True
+        except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as exc:
+            log.info("job %s: could not read the channel's history: %s", job.id, exc)
+        return False
 
     def _rest_error(self, status: int | None) -> None:
         if self.on_rest_error is not None:
@@ -322,6 +399,8 @@ class DiscordNotifier:
         kwargs: dict[str, Any] = {
             **rendered.kwargs(),
             "allowed_mentions": allowed_mentions(job),
+            # Same nonce on every attempt; discord.py sends it with enforce_nonce.
+            "nonce": result_nonce(job.id),
         }
         if video is not None:
             kwargs["file"] = discord.File(io.BytesIO(video), filename=f"reelbot-{job.id}.mp4")
@@ -330,46 +409,80 @@ class DiscordNotifier:
             kwargs["view"] = view
         return kwargs
 
-    async def _fallback(self, job: Job, exc: discord.HTTPException) -> None:
-        """The channel refuses the bot: answer through the interaction while its token lives."""
+    async def _fallback(self, job: Job, where: Destination, exc: discord.HTTPException) -> bool:
+        """The channel refuses the bot: answer through the interaction while its token lives.
+
+        False when that is impossible (after a restart, or 15 minutes on): the status edit
+        then carries the link. The log says why Discord refused, and where.
+        """
+        reason = refusal_reason(exc)
         interaction = self._interactions.get(job.id)
         if interaction is None or interaction.is_expired():
             log.error(
-                "job %s: may not post in channel %s (%s) and the interaction has expired; "
-                "the requester can see it with /video jobs",
+                "job %s: may not post in channel %s: %s; the interaction has expired (or the "
+                "bot restarted since), so the status message carries the link",
                 job.id,
-                job.origin.get("channel_id"),
-                exc,
+                where.channel_id,
+                reason,
             )
-            return
+            return False
         kwargs = self._message(job, None)
         kwargs.pop("view", None)
+        kwargs.pop("nonce", None)
         try:
             await interaction.followup.send(**kwargs)
-            log.info("job %s: result sent as an interaction followup", job.id)
+            log.info(
+                "job %s: channel %s refused the result (%s); sent as an interaction followup",
+                job.id,
+                where.channel_id,
+                reason,
+            )
+            return True
         except discord.HTTPException as followup_exc:
             self._rest_error(followup_exc.status)
-            log.error("job %s: the followup failed too: %s", job.id, followup_exc)
+            log.error(
+                "job %s: may not post in channel %s: %s; the followup failed too: %s",
+                job.id,
+                where.channel_id,
+                reason,
+                followup_exc,
+            )
+            return False
 
     async def download(self, url: str, limit: int, *, job_id: int | None = None) -> bytes | None:
-        """The video's bytes if it fits `limit`; None (→ post the link) on any failure."""
-        timeout = aiohttp.ClientTimeout(total=self.download_timeout)
+        """The video's bytes if it fits `limit`; None (→ post the link) on any failure.
+
+        Through `bot.core.fetch`: streamed with `limit` as the cap, a deadline, and every
+        redirect checked (https, public addresses only).
+        """
         try:
-            async with self.session.get(url, timeout=timeout) as response:
-                if response.status != 200:
-                    log.info("job %s: video download answered %s", job_id, response.status)
-                    return None
-                if response.content_length is not None and response.content_length > limit:
-                    return None
-                buffer = bytearray()
-                async for chunk in response.content.iter_chunked(1 << 16):
-                    buffer += chunk
-                    if len(buffer) > limit:
-                        return None
-                return bytes(buffer)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            log.info("job %s: video download failed (%r); posting the link", job_id, exc)
+            fetched = await fetch(
+                self.session,
+                url,
+                limit=limit,
+                timeout=self.download_timeout,
+                policy=self.fetch_policy,
+                what="the video",
+            )
+        except FetchError as exc:
+            log.info("job %s: video not attached (%s); posting the link", job_id, exc)
             return None
+        if not looks_like_video(fetched.content_type, fetched.data):
+            log.warning(
+                "job %s: the result URL served %s, not a video; posting the link",
+                job_id,
+                fetched.content_type or "an unknown type",
+            )
+            return None
+        return fetched.data
+
+
+def looks_like_video(content_type: str, data: bytes) -> bool:
+    """Only a video is attached as the result: by its type, or by MP4/MOV or WebM bytes
+    (some storage serves videos as `application/octet-stream`)."""
+    if content_type.startswith("video/"):
+        return True
+    return data[4:8] == b"ftyp" or data.startswith(b"\x1a\x45\xdf\xa3")
 
 
 def allowed_mentions(job: Job) -> discord.AllowedMentions:

@@ -8,6 +8,7 @@ rendered text is deterministic.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,9 +81,24 @@ def cost_text(job: Job) -> str:
     return " · ".join(parts)
 
 
+#: A heading or subtext marker at the start of a line (Discord renders `# big`, `-# small`).
+_LINE_MARKUP = re.compile(r"^(\s*)(#{1,3} |-# )", re.MULTILINE)
+
+
+def plain(text: str) -> str:
+    """A member's text shown as they typed it: no masked links, headings, bold, or pings.
+
+    The bot's messages quote prompts back; unescaped, `[free nitro](https://…)` becomes a
+    link in the bot's name and `# HUGE` a heading. `allowed_mentions` already stops pings;
+    escaping `@everyone` also keeps it from looking like one.
+    """
+    escaped = discord.utils.escape_mentions(discord.utils.escape_markdown(text))
+    return _LINE_MARKUP.sub(lambda m: f"{m[1]}\\{m[2]}", escaped)
+
+
 def prompt_preview(prompt: str, limit: int = PROMPT_PREVIEW) -> str:
     """The prompt on one quoted line (newlines folded) so it cannot break the layout."""
-    return clip(" ".join(prompt.split()), limit)
+    return plain(clip(" ".join(prompt.split()), limit))
 
 
 def mention(user_id: str | int | None) -> str:
@@ -148,10 +164,14 @@ STATUS_ICONS = {
 }
 
 
-def status(job: Job, now: float, *, position: int | None = None) -> Rendered:
+def status(
+    job: Job, now: float, *, position: int | None = None, with_result: bool = False
+) -> Rendered:
     """The one status message of a job: model, parameters, progress bar, elapsed, estimate.
 
     A queued job shows its place in the server's queue (`position`) instead of progress.
+    `with_result`: the result message could not be posted (the channel refused the bot), so
+    the finished status carries what it would have said: the link and the cost.
     """
     request = job.request
     position = job.queue_position if position is None else position
@@ -181,6 +201,13 @@ def status(job: Job, now: float, *, position: int | None = None) -> Rendered:
         lines.append(f"-# {note}")
     if job.state.terminal and job.error_message:
         lines.append(job.error_message)
+    if with_result and job.state.terminal:
+        if job.video_urls:
+            lines.append(f"Download: {job.video_urls[0]}")
+            if job.expires_at:
+                lines.append(f"The link expires {timestamp(job.expires_at)}.")
+        lines.append(f"Cost: {cost_text(job)}")
+        lines.append("-# The result message could not be posted in this channel; this is its copy.")
     icon = STATUS_ICONS.get(job.state, "🎬")
     embed = _embed(f"{icon} Job #{job.id} · {request.spec.label}", "\n".join(lines), _colour(job))
     if job.task_id:
@@ -252,7 +279,7 @@ def details(job: Job) -> Rendered:
     _add_field(embed, "State", job.state.value)
     sent = request.model_dump(exclude_none=True, exclude={"prompt", "images", "video_url"})
     for name, value in sent.items():
-        _add_field(embed, name, str(value))
+        _add_field(embed, name, plain(str(value)))
     if request.images:
         _add_field(embed, "images", "\n".join(request.images), inline=False)
     if request.video_url:
@@ -264,7 +291,7 @@ def details(job: Job) -> Rendered:
     # long negative prompt and reason would otherwise brush Discord's 6000-character total).
     head = "**Prompt**\n"
     room = min(3500, DETAILS_BUDGET - len(embed) - len(head))
-    embed.description = head + clip(request.prompt, max(200, room))
+    embed.description = head + clip(plain(request.prompt), max(200, room))
     return Rendered(embeds=[embed])
 
 

@@ -70,16 +70,26 @@ async def reply_privately(interaction: discord.Interaction, message: str) -> Non
     keeps it public), so an error would be shown to everyone: the placeholder is removed
     first, then the followup is a new message and can be ephemeral. It is completed (a
     neutral one-liner) before it is deleted: a followup after deleting a message that is
-    still "thinking" has been answered with Unknown Message (discord-api-docs#2739).
+    still "thinking" has been answered with Unknown Message (discord-api-docs#2739). When
+    it cannot be edited at all, the neutral line goes out as the followup that replaces it,
+    so the error text itself never becomes public.
     """
     try:
         if interaction.response.is_done():
             if interaction.extras.pop(PUBLIC_PLACEHOLDER, False):
                 try:
                     await interaction.edit_original_response(content=WITHDRAWN, embeds=[])
-                    await interaction.delete_original_response()
                 except discord.HTTPException as exc:
-                    log.info("could not remove the public placeholder: %s", exc)
+                    # @original cannot be edited: the next followup would *become* it, in
+                    # public. Let that one say only the neutral line; the reason follows
+                    # privately in a second followup.
+                    log.info("could not complete the public placeholder: %s", exc)
+                    await interaction.followup.send(WITHDRAWN)
+                else:
+                    try:
+                        await interaction.delete_original_response()
+                    except discord.HTTPException as exc:
+                        log.info("could not remove the public placeholder: %s", exc)
             await interaction.followup.send(message, ephemeral=True)
         else:
             await interaction.response.send_message(message, ephemeral=True)

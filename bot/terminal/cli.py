@@ -32,9 +32,11 @@ from bot.core.catalog import (
     union,
 )
 from bot.core.config import Settings, load_settings
+from bot.core.images import read_local_image, sniff_image_type
 from bot.core.logs import setup_logging_from
 from bot.core.request import RequestInvalid, build_request
 from bot.terminal import db
+from bot.terminal.interrupted import report_interrupted_before_start
 
 EXIT_OK, EXIT_TASK_FAILED, EXIT_INVALID, EXIT_API = 0, 1, 2, 3
 EXIT_RUNNING, EXIT_INTERRUPTED = 4, 130
@@ -427,56 +429,22 @@ def _seconds(text: str) -> float:
     return value
 
 
-#: A local image is read at most this far (the largest any model accepts, plus one byte to
-#: know it is larger): a huge file or an endless one (/dev/zero) is never read whole.
-IMAGE_READ_LIMIT = max(spec.image_max_bytes for spec in CATALOG.values()) + 1
+#: The largest local image any model accepts: a larger file is refused from its size before it
+#: is read, and no read goes further (a file that grows, an endless one like /dev/zero).
+IMAGE_READ_LIMIT = max(spec.image_max_bytes for spec in CATALOG.values())
 
 
 def _read_image(ref: str) -> Any:
     """A URL stays a URL (passed through); a local file becomes an ImageFile to upload."""
-    import stat
-
     from bot.core.jobs import ImageFile
-    from bot.core.request import Problem
 
     if ref.startswith(("http://", "https://")):
         return ref
     path = Path(ref).expanduser()
-
-    def refuse(why: str) -> RequestInvalid:
-        return RequestInvalid([Problem("image", f"{ref}: {why}")])
-
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        raise refuse("no such file (give a path or an http(s) URL)") from None
-    if not stat.S_ISREG(mode):
-        raise refuse("not a regular file (a folder, a FIFO or a device); give an image file")
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(IMAGE_READ_LIMIT)
-    except PermissionError:
-        raise refuse("permission denied (the file cannot be read)") from None
-    except OSError as exc:
-        raise refuse(f"cannot be read ({exc.strerror or type(exc).__name__})") from None
-    if not data:
-        raise refuse("is empty (or not a real file, as under /proc)")
+    data = read_local_image(path, ref, limit=IMAGE_READ_LIMIT)
     # Trust the bytes, not the name: a PDF renamed .png must be refused here, not by the API.
-    content_type = _sniff(data) or "application/octet-stream"
+    content_type = sniff_image_type(data) or "application/octet-stream"
     return ImageFile(data=data, filename=path.name, content_type=content_type)
-
-
-def _sniff(data: bytes) -> str | None:
-    """The real type of an image from its first bytes (a renamed PDF is not a PNG)."""
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    return None
 
 
 def resolve_model(name: str) -> str:
@@ -495,6 +463,24 @@ def resolve_model(name: str) -> str:
 
 
 def _generate(args: argparse.Namespace) -> int:
+    stop: Any = None
+    try:
+        stop = _new_interruption()
+        return _generate_job(args, stop)
+    except KeyboardInterrupt:
+        if stop is not None and stop.signal_name:
+            raise  # a second signal: the user insists; the job may exist, say nothing false
+        report_interrupted_before_start(as_json=args.json)
+        return EXIT_INTERRUPTED
+
+
+def _new_interruption() -> Any:
+    from bot.terminal.generate import Interruption
+
+    return Interruption()
+
+
+def _generate_job(args: argparse.Namespace, stop: Any) -> int:
     from bot.core.jobs import with_pending_uploads
 
     # The input first: a wrong model or duration is said before any setting is looked at.
@@ -535,7 +521,6 @@ def _generate(args: argparse.Namespace) -> int:
     )
 
     from bot.terminal.generate import (
-        Interruption,
         format_outcome,
         interrupted_text,
         outcome_json,
@@ -544,7 +529,6 @@ def _generate(args: argparse.Namespace) -> int:
 
     if args.timeout is not None:
         settings = settings.model_copy(update={"JOB_TIMEOUT": args.timeout})
-    stop = Interruption()
     from bot.core.controls.admission import Refused
 
     started = time.monotonic()

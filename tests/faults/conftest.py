@@ -1,4 +1,6 @@
-"""Fault-test fixtures: a pipeline on the stand-in APIMart (real HTTP) with a store that may fail."""
+"""Fault-test fixtures: a pipeline on the stand-in APIMart (real HTTP) with a store that may fail,
+and `tests/test_e2e.py`'s world: the real `reelbot` process against the fake Discord and the
+stand-in APIMart, both in this test process on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from bot.core.store import Store
 from bot.testing.notifier import RecordingNotifier
 from bot.testing.store import FlakyStore
 from tests.conftest import API_KEY, Pipeline
+from tests.test_e2e import world_fixture  # noqa: F401 - fixture
 
 
 @pytest.fixture

@@ -89,3 +89,31 @@ async def test_a_job_whose_answers_are_huge_keeps_being_followed(
         fake.complete_now(job.task_id)
         done = await p.notifier.wait_finished(job.id, timeout=20)
         assert done.state is JobState.COMPLETED
+
+
+@pytest.mark.parametrize(
+    "times",
+    [
+        {"actual_time": 1e300, "created": -1e300, "completed": 1e308},
+        {"actual_time": -50, "created": 1764500100, "completed": 1764500000},
+        {"actual_time": None, "created": -1e300, "completed": 1e308},
+    ],
+)
+async def test_absurd_run_times_are_unknown_not_printed(
+    fake: FakeApimart, pipeline: Any, times: dict[str, Any]
+) -> None:
+    """An elapsed time of 300 digits (or -50 s) was printed by `generate` and stored: a run
+    time the API cannot have meant is not believed; the job's own clock is used instead."""
+    data = {
+        "id": "task_x",
+        "status": "completed",
+        "progress": 100,
+        "cost": 0.04,
+        "result": {"videos": [{"url": ["https://example.com/v.mp4"]}]},
+        **times,
+    }
+    fake.inject("task", 200, body=json.dumps({"code": 200, "data": data}), times=1000)
+    job = await pipeline.jobs.submit(build_request(model="sora-2", prompt="a fox"))
+    finished = await pipeline.notifier.wait_finished(job.id, timeout=10)
+    assert finished.state is JobState.COMPLETED
+    assert finished.elapsed is not None and 0 <= finished.elapsed < 60, finished.elapsed

@@ -60,3 +60,24 @@ async def test_task_and_refusal_errors_lose_every_secret(
         shown += [(job.error_message or "") for job in stored if job is not None]
     for text in shown:
         assert text and not _leaks(text), text
+
+
+def test_a_key_percent_encoded_in_any_way_is_scrubbed() -> None:
+    """A proxy may encode every byte (`%2D` for `-`, lower-case hex, twice): still the key."""
+    from bot.core.scrub import register_secret, scrub
+
+    key = "sk-hostile-SECRET_0123.456~789"
+    register_secret(key)
+    every_byte = "".join(f"%{b:02X}" for b in key.encode())
+    texts = [
+        f"key%3D{key.replace('-', '%2D')}",
+        f"key={key.replace('-', '%2d').replace('_', '%5f')}",
+        f"key={every_byte}",
+        f"key={every_byte.lower()}",
+        f"key={every_byte.replace('%', '%25')}",
+    ]
+    for text in texts:
+        out = scrub(text) or ""
+        assert "SECRET" not in out and "0123" not in out, (text, out)
+        assert out.startswith("key") and "***" in out
+    assert scrub("sk-hostile, nothing else") == "sk-hostile, nothing else"

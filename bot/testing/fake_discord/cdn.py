@@ -102,15 +102,18 @@ class Cdn(Faults):
             kind="cdn",
             route="GET cdn",
         )
-        fault = self._take_fault(request.method, request.path)
-        if fault is not None:
-            record.injected = True
-            resp = fault
-        elif request.path in self._cdn:
+        rule = self._match_fault(request.method, request.path)
+        if request.path in self._cdn:
             data, ctype = self._cdn[request.path]
-            resp = web.Response(body=data, headers={"Content-Type": ctype})
+            resp: web.StreamResponse = web.Response(body=data, headers={"Content-Type": ctype})
         else:
             resp = web.Response(status=404, text="Not Found")
+        if rule is not None:
+            record.injected = True
+            self._record(record)  # seen now, even if the answer is held
+            resp = await self._apply_fault(rule, request, resp)
+            record.status = resp.status
+            return resp
         record.status = resp.status
         self._record(record)
         return resp

@@ -49,6 +49,12 @@ class FaultRule:
     retry_after: float
     errors: dict[str, Any] | None
     is_global: bool
+    #: Handle the request first (the message exists!), then answer with the fault.
+    after_processing: bool = False
+    #: Close the connection instead of answering.
+    drop: bool = False
+    #: Hold the answer this long (seconds) before giving it.
+    delay: float = 0.0
 
 
 @dataclass

@@ -7,6 +7,8 @@ seconds) and is kept in `errors`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
 import time
@@ -19,6 +21,7 @@ from aiohttp import BodyPartReader, web
 from bot.testing.fake_discord.gateway import Gateway
 from bot.testing.fake_discord.protocol import (
     APP_FLAGS_ALL_PRIVILEGED,
+    DISCORD_EPOCH_MS,
     PERMISSIONS,
     HTTPError,
     error_response,
@@ -30,12 +33,26 @@ from bot.testing.fake_discord.records import Ctx, RecordedRequest, Upload
 Handler = Callable[[Ctx], Awaitable[web.StreamResponse]]
 
 
+def _snowflake_time(snowflake: Any) -> float:
+    """When a snowflake was made (unix seconds)."""
+    return ((int(snowflake) >> 22) + DISCORD_EPOCH_MS) / 1000
+
+
+def _without_nonce(msg: dict[str, Any]) -> dict[str, Any]:
+    """A message as GET returns it: Discord echoes a nonce only when the message is created."""
+    return {k: v for k, v in msg.items() if k != "nonce"}
+
+
 class Rest(Gateway):
     """`/api/v10/...`: users, application, gateway URL, commands and channel messages."""
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self.registered_commands: list[dict[str, Any]] = []
+        #: How long (seconds) an ``enforce_nonce`` nonce is remembered: Discord's "few minutes".
+        self.nonce_window = 300.0
+        #: Posts answered with an existing message because their nonce was seen (de-duplicated).
+        self.nonce_repeats = 0
         self._routes: list[tuple[str, re.Pattern[str], str, Handler, bool]] = []
         self._setup_routes()
 
@@ -47,6 +64,7 @@ class Rest(Gateway):
         r("GET", "/gateway", self._get_gateway, auth=False)
         r("PUT", "/applications/{app_id}/commands", self._put_commands)
         r("PUT", "/applications/{app_id}/guilds/{guild_id}/commands", self._put_commands)
+        r("GET", "/channels/{channel_id}/messages", self._get_messages)
         r("POST", "/channels/{channel_id}/messages", self._post_message)
         r("PATCH", "/channels/{channel_id}/messages/{message_id}", self._patch_message)
 
@@ -119,10 +137,13 @@ class Rest(Gateway):
                     break
             if matched is not None:
                 record.route = matched[0]
-            fault = self._take_fault(request.method, path)
-            if fault is not None:
+            rule = self._match_fault(request.method, path)
+            if rule is not None and not rule.after_processing and rule.status == 0:
+                await asyncio.sleep(rule.delay)  # held before it takes effect
+                rule = None
+            if rule is not None and not rule.after_processing:
                 record.injected = True
-                resp: web.StreamResponse = fault
+                resp: web.StreamResponse = await self._apply_fault(rule, request, None)
             elif matched is None:
                 resp = json_response(
                     {
@@ -136,6 +157,16 @@ class Rest(Gateway):
                 if auth and request.headers.get("Authorization") != f"Bot {self.token}":
                     raise HTTPError(401, 0, "401: Unauthorized")
                 resp = await handler(Ctx(request, params, body, uploads, record))
+            if rule is not None and rule.after_processing:
+                record.injected = True
+                processed = resp
+                if isinstance(processed, web.Response) and isinstance(processed.body, bytes):
+                    with contextlib.suppress(ValueError):
+                        record.response = json.loads(processed.body)
+                self._record(record)  # the work is done and visible before the answer
+                resp = await self._apply_fault(rule, request, processed)
+                record.status = resp.status
+                return resp
         except HTTPError as exc:
             resp = error_response(exc)
         except Exception as exc:  # a bug in the fake (or a payload it can't handle)
@@ -275,6 +306,35 @@ class Rest(Gateway):
             raise HTTPError(404, 10008, "Unknown Message")
         return msg
 
+    async def _get_messages(self, ctx: Ctx) -> web.StreamResponse:
+        """The channel's latest messages, newest first (the bot reads them before re-posting)."""
+        channel = self._channel(ctx)
+        self._need(channel, "READ_MESSAGE_HISTORY")
+        limit = max(1, min(100, int(ctx.request.query.get("limit", 50))))
+        msgs = list(reversed(self.messages.get(int(channel["id"]), [])))
+        if "before" in ctx.request.query:
+            msgs = [m for m in msgs if int(m["id"]) < int(ctx.request.query["before"])]
+        return json_response([_without_nonce(m) for m in msgs[:limit]])
+
+    def _nonce_repeat(self, channel: dict[str, Any], body: dict[str, Any]) -> dict[str, Any] | None:
+        """Discord's de-duplication: with ``enforce_nonce``, a nonce the same author used in
+        this channel within :attr:`nonce_window` seconds returns that message again."""
+        nonce = body.get("nonce")
+        if nonce is None or not body.get("enforce_nonce"):
+            return None
+        if len(str(nonce)) > 25:
+            raise HTTPError(400, 50035, "Invalid Form Body (nonce longer than 25)")
+        now = time.time()
+        for msg in reversed(self.messages.get(int(channel["id"]), [])):
+            if (
+                str(msg.get("nonce")) == str(nonce)
+                and msg["author"]["id"] == str(self.bot_user_id)
+                and now - _snowflake_time(msg["id"]) <= self.nonce_window
+            ):
+                self.nonce_repeats += 1
+                return msg
+        return None
+
     async def _post_message(self, ctx: Ctx) -> web.StreamResponse:
         channel = self._channel(ctx)
         body = ctx.json if isinstance(ctx.json, dict) else {}
@@ -282,6 +342,9 @@ class Rest(Gateway):
         if ctx.uploads:
             self._need(channel, "ATTACH_FILES")
         require_content(body, bool(ctx.uploads))
+        repeat = self._nonce_repeat(channel, body)
+        if repeat is not None:
+            return json_response(repeat)
         gid = int(channel["guild_id"]) if channel.get("guild_id") else None
         msg = self._build_message(
             channel_id=int(channel["id"]),
