@@ -716,8 +716,9 @@ class Poller:
         except Exception:
             log.exception("job %s: could not renew its lease before delivery", job.id)
         try:
-            # HOOK (issue 8 item 7): the notifier derives the message nonce from the job id
-            # so that a post repeated after a lost `delivered` write is dropped by Discord.
+            # The notifier derives the message's nonce from the job (issue 8), so a post
+            # repeated after a lost `delivered` write (a worker killed in between) is dropped
+            # by Discord.
             await self.notifier.job_finished(job)
         except Exception:
             delay = min(300.0, 5.0 * 2**attempt)
