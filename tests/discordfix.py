@@ -68,7 +68,7 @@ def notifier_options_fixture() -> dict[str, Any]:
 @pytest.fixture(name="runtime")
 async def runtime_fixture(api_url: str, tmp_path: Path) -> AsyncIterator[Runtime]:
     async with open_runtime(
-        reel_settings(api_url, tmp_path), RecordingNotifier(), resume=False
+        reel_settings(api_url, tmp_path), RecordingNotifier(), resume=False, role="bot"
     ) as rt:
         yield rt
 

@@ -140,6 +140,9 @@ class Settings(Secrets):
     POLL_CONCURRENCY: int = Field(64, ge=1, le=512)
     API_REQUESTS_PER_SECOND: float = Field(150.0, gt=0, le=10_000)
     API_TIMEOUT: float = Field(30.0, gt=0, le=600)
+    #: How long a worker's claim on a job lasts without renewal (renewed every third of it):
+    #: a worker that dies has its jobs taken over this long after its last renewal.
+    LEASE_SECONDS: float = Field(30.0, ge=1, le=3600)
     #: How long (seconds) a job is followed before it is reported `unknown` (it may still be
     #: billed). The slowest models take well under an hour; two hours leaves room for queues.
     JOB_TIMEOUT: float = Field(7200.0, ge=60, le=7 * 86400)

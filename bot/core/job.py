@@ -109,6 +109,15 @@ class Job:
     #: A neutral word for the requester while the job runs ("delayed", "slow"), not stored:
     #: front ends render it (see NOTICES); None when all is as expected.
     notice: str | None = None
+    #: The worker holding this job's lease (None: nobody), and the fencing token of that
+    #: claim. Every write of the job is conditional on both (`Store.update`): a worker whose
+    #: lease was taken over writes nothing.
+    owner: str | None = None
+    fence: int = 0
+    #: Until when `owner` holds it (epoch seconds; renewed while the owner lives).
+    lease_until: float | None = None
+    #: When the job is next due for a poll, as its last holder left it (None: at once).
+    next_poll_at: float | None = None
 
     @property
     def elapsed(self) -> float | None:

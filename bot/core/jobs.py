@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.core.apimart import (
     ApimartError,
@@ -41,7 +41,10 @@ from bot.core.request import (
     check_image_file,
 )
 from bot.core.reroll import UNKNOWN_JOB, RerollGuard, refusal
-from bot.core.store import Store
+from bot.core.store import LeaseLost, Store
+
+if TYPE_CHECKING:
+    from bot.core.leases import Leases
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +148,9 @@ class JobService:
         self.clock = clock
         self.webhook_url = webhook_url
         self.rerolls = RerollGuard(clock)
+        #: This worker's leases (several processes on one database): a job created here is
+        #: leased to this worker from its first row on. None: the only process.
+        self.leases: Leases | None = None
         #: Submits sent and not yet recorded; a graceful stop waits for them (`drain`).
         self._sending = 0
         self._idle = asyncio.Event()
@@ -200,13 +206,19 @@ class JobService:
         """Write the job down — the first thing, before any slow work — once the community
         controls admit it (raises `Refused`); it is `queued` when only a slot is missing."""
         if self.controls is None:
+            # With leases the row is born leased to this worker, so no other worker (nor a bot
+            # starting beside `reelbot generate`) settles it while it is being submitted here.
             job = await self.store.create(
                 request,
                 now=self.clock.now(),
                 origin=origin.as_dict() if origin is not None else None,
                 requester=requester,
                 guild_id=guild_id,
+                owner=self.leases.worker_id if self.leases is not None else None,
+                lease_until=self.leases.until() if self.leases is not None else None,
             )
+            if self.leases is not None:
+                self.leases.hold(job)
             admission = Admission(job)
         else:
             who = Requester(guild_id, requester, role_ids)
@@ -250,7 +262,21 @@ class JobService:
         return job
 
     async def launch(self, job: Job, files: Sequence[ImageFile] = ()) -> Job:
-        """Upload the job's files, submit it once, and hand it to the poller or the notifier."""
+        """Upload the job's files, submit it once, and hand it to the poller or the notifier.
+
+        Every write is conditional on this worker's lease: if it was lost before the submit
+        (this process stalled for a whole lease), nothing is sent.
+        """
+        try:
+            return await self._launch(job, files)
+        except LeaseLost:
+            log.error(
+                "job %s: its lease was lost while launching it; left to its new owner", job.id
+            )
+            self.poller.forget(job.id)
+            return job
+
+    async def _launch(self, job: Job, files: Sequence[ImageFile]) -> Job:
         try:
             files = self.check_files(job.request, files)
         except RequestInvalid as exc:
@@ -269,6 +295,9 @@ class JobService:
         if job.state is JobState.QUEUED:
             # Ready: the fair queue submits it when a slot frees (bot.core.controls.queue).
             await self.store.update(job, held=False)
+            if self.leases is not None:
+                # Whichever worker's queue takes it leases it then; until then nobody needs to.
+                await self.leases.release([(job, None)])
             if self.controls is not None and self.controls.dispatcher is not None:
                 self.controls.dispatcher.wake()
             return job
@@ -329,6 +358,10 @@ class JobService:
                     job, state=JobState.RUNNING, task_id=task_id, submitted_at=self.clock.now()
                 )
                 return True
+            except LeaseLost:
+                # Its new owner settles it as `unknown` (the submit may have been billed); the
+                # task id is in the log line above for the operator.
+                raise
             except Exception as exc:
                 log.error(
                     "job %s: recording task %s failed (attempt %d): %s",
@@ -357,7 +390,8 @@ class JobService:
         return await self.launch(job, files)
 
     async def resume(self) -> dict[str, int]:
-        """At startup: follow running jobs again and settle the ones a crash left halfway."""
+        """At startup, one process without leases (tests, benchmarks): take over every
+        unfinished job nobody else holds, and follow again the `unknown` ones with a task."""
         counts = {
             "polling": 0,
             "interrupted": 0,
@@ -370,30 +404,13 @@ class JobService:
         now = self.clock.now()
         for job in await self.store.unfinished():
             if owned_elsewhere(job, now):
-                # A terminal is following it right now: not ours to settle or follow.
+                # Leased by a live process (a terminal following it): not ours to touch.
                 counts["owned elsewhere"] += 1
                 continue
             if job.state is JobState.QUEUED and not job.held:
                 counts["queued"] += 1  # the queue submits it when its turn comes
-            elif job.state is JobState.QUEUED:
-                # Queued while its front end was still preparing it (uploads, status message).
-                await self.end(job, JobState.FAILED, "interrupted", INTERRUPTED_MESSAGE, later=True)
-                counts["interrupted"] += 1
-            elif job.state is JobState.RUNNING:
-                self.poller.track(job)
-                counts["polling"] += 1
-            elif job.state is JobState.CREATED:
-                await self.end(job, JobState.FAILED, "interrupted", INTERRUPTED_MESSAGE, later=True)
-                counts["interrupted"] += 1
-            elif job.state is JobState.SUBMITTING:
-                # The submit may have reached APIMart before the crash: say so, never resend.
-                await self.end(
-                    job, JobState.UNKNOWN, "submit_unknown", UNKNOWN_AFTER_RESTART, later=True
-                )
-                counts["unknown"] += 1
-            else:
-                counts["redelivered"] += 1
-                self.poller.spawn(self.poller.deliver(job))
+                continue
+            counts[await self.take_over(job)] += 1
         for job in await self.store.unknown_with_task(since=now - self.poller.max_age):
             if not owned_elsewhere(job, now) and job.id not in self.poller:
                 await self.follow_again(job)
@@ -403,6 +420,31 @@ class JobService:
         if self.controls is not None and self.controls.dispatcher is not None:
             self.controls.dispatcher.open()  # queued jobs may go now
         return counts
+
+    async def take_over(self, job: Job) -> str:
+        """Carry on with a job this process did not start (a restart, a dead worker's lease).
+
+        Running → follow it (first poll when it was due); created → it was never sent, say
+        so; submitting → the submit may have reached APIMart: say so, never resend; finished
+        → deliver it. Returns which of these it was.
+        """
+        if job.state is JobState.RUNNING:
+            # When its last holder meant to look again (released cleanly), else at once: what
+            # happened since the last poll is unknown, and its requester has waited a lease.
+            due = job.next_poll_at if job.next_poll_at is not None else self.clock.now()
+            self.poller.track(job, due=due)
+            return "polling"
+        if job.state is JobState.CREATED or job.state is JobState.QUEUED:
+            # Never sent (a queued one: its front end was still preparing it).
+            await self.end(job, JobState.FAILED, "interrupted", INTERRUPTED_MESSAGE, later=True)
+            return "interrupted"
+        if job.state is JobState.SUBMITTING:
+            await self.end(
+                job, JobState.UNKNOWN, "submit_unknown", UNKNOWN_AFTER_RESTART, later=True
+            )
+            return "unknown"
+        self.poller.spawn(self.poller.deliver(job))
+        return "redelivered"
 
     async def show_queue(self, guild_id: str) -> None:
         """The queue of a server moved: each waiting job's status shows its new place (the
@@ -464,6 +506,8 @@ class JobService:
             fields["task_id"] = job.task_id
         try:
             await self.store.update(job, **fields)
+        except LeaseLost:
+            raise  # another worker holds the job: it says what is to be said, once
         except Exception:
             # Say it anyway: the requester (the CLI's output) is the last place it can go.
             log.exception("job %s: its end could not be stored; reporting it anyway", job.id)

@@ -16,7 +16,7 @@ import heapq
 import itertools
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.core.apimart import (
     ApimartError,
@@ -34,6 +34,10 @@ from bot.core.progress import duration_text
 from bot.core.ratelimit import MAX_PAUSE as MAX_PAUSE  # re-exported: it is the poller's
 from bot.core.ratelimit import RateLimiter
 from bot.core.selection import ReadyQueue, priority_of
+from bot.core.store import LeaseLost
+
+if TYPE_CHECKING:
+    from bot.core.leases import Leases
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +97,7 @@ class Notifier(Protocol):
 class JobStore(Protocol):
     async def update(self, job: Job, **fields: Any) -> Job: ...
 
-    async def update_many(self, changes: Any) -> None: ...
+    async def update_many(self, changes: Any) -> list[Job] | None: ...
 
 
 @dataclass(slots=True)
@@ -206,6 +210,7 @@ class Poller:
         self._dirty: dict[int, Tracked] = {}
         self._last_flush = clock.now()
         self._wake = asyncio.Event()
+        self._forwards = 0
         self._saturated = False
         self._stopping = False
         self.requests = 0
@@ -216,6 +221,10 @@ class Poller:
         self._deliveries = asyncio.Semaphore(DELIVERY_CONCURRENCY)
         #: Told of every finished job (`bot.core.webhook_health.WebhookHealth.observe`).
         self.on_finished: list[Any] = []
+        #: This worker's leases (several workers on one database); None: the only process.
+        self.leases: Leases | None = None
+        #: Finished jobs handed to `deliver` and not delivered yet (by id).
+        self._undelivered: dict[int, Job] = {}
         #: When the loop last went round (clock time); stale means the loop is stuck or gone.
         self.heartbeat = clock.now()
 
@@ -227,8 +236,12 @@ class Poller:
     def __contains__(self, job_id: object) -> bool:
         return job_id in self._tracked
 
-    def track(self, job: Job, *, started: float | None = None) -> None:
-        """Follow a running job until it ends. Safe to call twice (the second is ignored)."""
+    def track(self, job: Job, *, started: float | None = None, due: float | None = None) -> None:
+        """Follow a running job until it ends. Safe to call twice (the second is ignored).
+
+        `due`: when to poll it first (a job taken over from another worker: its stored
+        `next_poll_at`); by default the schedule's first poll.
+        """
         if job.id in self._tracked or job.task_id is None:
             return
         request = job.request
@@ -242,6 +255,8 @@ class Poller:
         hinted = self._early_hints.pop(job.task_id, None)
         if hinted is not None and now - hinted <= EARLY_HINT_TTL:
             self._push(tracked, now)  # a callback beat the submit's answer here: look now
+        elif due is not None:
+            self._push(tracked, max(now, due))
         else:
             self._push(tracked, self.schedule.first_due(tracked, now))
 
@@ -256,8 +271,12 @@ class Poller:
                 return  # a flood of unknown ids: forget them rather than grow
         self._early_hints[task_id] = now
 
-    def poke(self, task_id: str) -> bool:
-        """Poll this task now (a webhook said it may be done). Unknown tasks are ignored.
+    def poke(self, task_id: str, *, forward: bool = True) -> bool:
+        """Poll this task now (a webhook said it may be done).
+
+        A task this worker does not follow is marked due in the jobs table instead, for the
+        worker that holds it (`forward`; several workers), and remembered briefly in case
+        its submit's answer is still on the way here.
 
         A hint is never trusted, only acted on: the poll reads the truth. A hint that arrives
         while that task's poll is in flight is remembered and honoured when the poll returns
@@ -268,6 +287,8 @@ class Poller:
         job_id = self._by_task.get(task_id)
         if job_id is None:
             self._remember_hint(task_id)
+            if forward:  # a callback, not a hint already read from the table
+                self._mark_due_elsewhere(task_id)
             return False
         tracked = self._tracked[job_id]
         tracked.extra["hinted"] = True
@@ -297,6 +318,58 @@ class Poller:
 
     def tracked(self, job_id: int) -> Tracked | None:
         return self._tracked.get(job_id)
+
+    # -- several workers --------------------------------------------------------------------
+
+    #: Webhook hints forwarded to the database at once at most (a flood is dropped, not queued).
+    MAX_FORWARDS = 64
+
+    def _mark_due_elsewhere(self, task_id: str) -> None:
+        """A callback for a job another worker holds (or nobody yet): due now in the table.
+
+        Its owner's claim loop sees `poked_at` within a second and polls it; if nobody holds
+        it, whoever claims it next polls it first (`next_poll_at = now`).
+        """
+        if self.leases is None or self._stopping or self._forwards >= self.MAX_FORWARDS:
+            return
+        self._forwards += 1
+        self._spawn(self._forward(task_id))
+
+    async def _forward(self, task_id: str) -> None:
+        try:
+            assert self.leases is not None
+            await self.leases.mark_due(task_id)
+        except Exception:
+            log.exception("could not mark task %s due for its owner", task_id)
+        finally:
+            self._forwards -= 1
+
+    def forget(self, job_id: int) -> None:
+        """Another worker holds this job now: stop following it, say nothing."""
+        tracked = self._tracked.get(job_id)
+        if tracked is not None:
+            self._untrack(tracked)
+        self._undelivered.pop(job_id, None)
+        if self.leases is not None:
+            self.leases.drop(job_id)
+        log.info("job %s: its lease went to another worker; no longer followed here", job_id)
+
+    def release_latest(self, count: int) -> list[tuple[Job, float | None]]:
+        """Stop following the `count` resting jobs due last; returns them with their due time.
+
+        Jobs with a poll in flight are skipped. The caller gives their leases back.
+        """
+        resting = [t for t in self._tracked.values() if t.due != float("inf")]
+        resting.sort(key=lambda t: t.due, reverse=True)
+        released: list[tuple[Job, float | None]] = []
+        for tracked in resting[: max(0, count)]:
+            self._untrack(tracked)
+            released.append((tracked.job, tracked.due))
+        return released
+
+    def delivery_pending(self) -> list[Job]:
+        """Finished jobs whose result has not been delivered yet (waiting for a retry)."""
+        return list(self._undelivered.values())
 
     async def run(self) -> None:
         """The loop. Runs until `stop()`; cancellation-safe."""
@@ -405,6 +478,8 @@ class Poller:
         """One poll; whatever goes wrong counts toward the job's bounds (never endless)."""
         try:
             await self._poll_once(tracked, paid=paid)
+        except LeaseLost:
+            self.forget(tracked.job.id)
         except Exception as exc:
             # A database error, a bug, an answer that broke our parsing: look again later, but
             # every such error counts, and the job's age limit holds as for any other error.
@@ -461,6 +536,8 @@ class Poller:
         job = tracked.job
         try:
             await self.store.update(job, **fields)
+        except LeaseLost:
+            raise  # another worker holds it now: nothing to say, it will (`_poll`)
         except Exception:
             if not force and tracked.errors + 1 < ERROR_LIMIT and not self._too_old(tracked):
                 raise
@@ -669,8 +746,23 @@ class Poller:
             log.exception("job %s: progress notification failed", job.id)
 
     async def deliver(self, job: Job, attempt: int = 0) -> None:
-        """Hand a finished job to the notifier once; retried with back-off until it lands."""
+        """Hand a finished job to the notifier once; retried with back-off until it lands.
+
+        With several workers the job's lease is renewed first: a worker that lost it posts
+        nothing (its new owner delivers), and the holder has a whole lease to post in.
+        """
+        self._undelivered[job.id] = job
         try:
+            if self.leases is not None and job.owner == self.leases.worker_id:
+                if not await self.leases.confirm(job):
+                    self.forget(job.id)
+                    return
+        except Exception:
+            log.exception("job %s: could not renew its lease before delivery", job.id)
+        try:
+            # The notifier derives the message's nonce from the job (issue 8), so a post
+            # repeated after a lost `delivered` write (a worker killed in between) is dropped
+            # by Discord.
             async with self._deliveries:  # bounded: each one holds a video and an upload
                 await self.notifier.job_finished(job)
         except Exception:
@@ -681,8 +773,14 @@ class Poller:
                 self._retries.add(retry)
                 retry.add_done_callback(self._retries.discard)
             return
+        self._undelivered.pop(job.id, None)
         try:
             await self.store.update(job, delivered=True)
+            if self.leases is not None:
+                self.leases.drop(job.id)
+        except LeaseLost:
+            log.warning("job %s: delivered, but its lease had gone to another worker", job.id)
+            self.forget(job.id)
         except Exception:
             # The requester has the result; only the flag is missing (a restart would post it
             # again). Log loudly rather than retry the delivery itself.
@@ -702,6 +800,9 @@ class Poller:
             for t in batch.values()
         ]
         try:
-            await self.store.update_many(changes)
+            lost = await self.store.update_many(changes)
         except Exception:
             log.exception("writing progress of %d jobs failed", len(changes))
+            return
+        for job in lost or ():
+            self.forget(job.id)

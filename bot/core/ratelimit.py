@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from bot.core.clock import Clock
 
@@ -73,10 +74,43 @@ class RateLimiter:
         self._last_cut = float("-inf")
         self._lock = asyncio.Lock()
         self.throttled = 0
+        #: The last 429's effect, (paused until, rate as a fraction of the maximum): what a
+        #: shared budget (bot/core/workers.py) publishes so that other workers slow down too.
+        self.last_penalty: tuple[float, float] | None = None
+        #: Called after every `penalize` (the shared budget publishes at once).
+        self.on_penalty: Callable[[], None] | None = None
 
     @property
     def rate(self) -> float:
         return self.bucket.rate
+
+    @property
+    def paused_until(self) -> float:
+        return self._paused_until
+
+    def set_max_rate(self, rate: float, burst: float | None = None) -> None:
+        """This worker's share of a budget shared with others changed (workers came or went).
+
+        The current rate keeps its fraction of the maximum (a slow-down in progress stays).
+        """
+        if rate != self.max_rate:
+            self.bucket.refill()
+            self.bucket.rate = rate * (self.bucket.rate / self.max_rate)
+            self.max_rate = rate
+        self.bucket.burst = burst if burst is not None else max(1.0, rate)
+        self.bucket.tokens = min(self.bucket.tokens, self.bucket.burst)
+
+    def hold_until(self, until: float) -> None:
+        """Send nothing before `until` (a joining worker waits until the others make room)."""
+        self._paused_until = max(self._paused_until, until)
+
+    def slow_down(self, until: float, factor: float) -> None:
+        """Another worker saw a 429: pause until `until`, then go on at `factor` of the max."""
+        if until <= self.clock.now():
+            return
+        self._paused_until = max(self._paused_until, until)
+        self.bucket.rate = min(self.bucket.rate, max(self.max_rate / 32, self.max_rate * factor))
+        self.bucket.drain()
 
     def _refill(self, now: float) -> None:
         # The rate recovers first, so the quiet time is paid at the recovered rate.
@@ -128,3 +162,6 @@ class RateLimiter:
             log.warning("429 asked for a %.0f s pause; pausing all polls %.0f s", pause, MAX_PAUSE)
             pause = MAX_PAUSE
         self._paused_until = max(self._paused_until, now + pause)
+        self.last_penalty = (self._paused_until, self.bucket.rate / self.max_rate)
+        if self.on_penalty is not None:
+            self.on_penalty()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from bot.core.apimart import ApimartClient
+from bot.core.claimer import Claimer
 from bot.core.clock import Clock, SystemClock
 from bot.core.config import Settings, SettingsError
 from bot.core.controls.prices import read_prices_file
@@ -28,13 +29,16 @@ from bot.core.health import Readiness
 from bot.core.http import HttpListener
 from bot.core.identify import IdentifyGate
 from bot.core.jobs import JobService
+from bot.core.leases import Leases
 from bot.core.metrics import MeteredApimartClient, Metrics, Sampler
+from bot.core.owner import owned_elsewhere
 from bot.core.poller import Notifier, Poller, RateLimiter, Schedule
 from bot.core.schedule import AdaptiveSchedule
 from bot.core.scrub import register_secret
 from bot.core.store import Store, open_store
 from bot.core.webhook import WebhookServer
 from bot.core.webhook_health import WebhookHealth
+from bot.core.workers import SqliteLock, WorkerRegistry, new_worker_id
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +57,9 @@ class Runtime:
     jobs: JobService
     clock: Clock
     poller_task: asyncio.Task[None]
+    leases: Leases
+    claimer: Claimer
+    workers: WorkerRegistry
     metrics: Metrics
     readiness: Readiness
     identify_gate: IdentifyGate
@@ -64,10 +71,49 @@ class Runtime:
     #: Community controls (caps, queue, usage); always on (defaults: 2 per member, 8 per server).
     controls: Controls | None = None
 
+    @property
+    def worker_id(self) -> str:
+        return self.leases.worker_id
+
     def set_notifier(self, notifier: Notifier) -> None:
         """Late binding for front ends that exist only after the runtime (the Discord bot)."""
         self.poller.notifier = notifier
         self.jobs.notifier = notifier
+
+    async def stop_work(self) -> None:
+        """Stop claiming, then let the poller drain (polls and deliveries under way finish).
+
+        Idempotent; the leases are given back when the runtime closes.
+        """
+        await self.claimer.stop()
+        await self.poller.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.poller_task
+
+    async def resume(self) -> int:
+        """Start claiming: this worker's share of the jobs that need work, now and from then
+        on (a bot calls it once its notifier is bound). Returns how many it took at once.
+
+        A terminal process never claims: it only ever touches the jobs it creates.
+        """
+        if self.workers.kind != "bot":
+            return 0
+        before = self.leases.claimed
+        await self.claimer.resume()
+        if self.controls is not None and self.controls.dispatcher is not None:
+            self.controls.dispatcher.open()  # queued jobs may go now
+        # `unknown` jobs with a task id whose end was never learned: followed again (each
+        # claimed first, so one worker does it).
+        now = self.clock.now()
+        for job in await self.store.unknown_with_task(since=now - self.poller.max_age):
+            if owned_elsewhere(job, now, self.worker_id) or job.id in self.poller:
+                continue
+            claimed = await self.leases.claim_one(
+                job.id, live_terminals=self.workers.live_terminals
+            )
+            if claimed is not None:
+                await self.jobs.follow_again(claimed)
+        return self.leases.claimed - before
 
 
 def make_schedule(settings: Settings) -> Schedule:
@@ -91,15 +137,25 @@ async def open_runtime(
     schedule: Schedule | None = None,
     serve_http: bool = False,
     expect_ready: tuple[str, ...] = (),
+    role: str = "cli",
 ) -> AsyncIterator[Runtime]:
     """Open everything, resume unfinished jobs, start the poller; undo it all on exit.
 
     `schedule` defaults to the adaptive one (`make_schedule`), right for a bot with many jobs.
     `serve_http` starts the HTTP listener and the metrics sampler; `expect_ready` names
     readiness checks a front end will register later (`gateway`), unready until it does.
+    `role`: `bot` (`reelbot run`) claims its share of every job that needs work, and on a
+    SQLite file is the only one allowed (`AlreadyRunning` otherwise); `cli` (`reelbot
+    generate`, `status`) only ever touches the jobs it creates or leases. `resume=True` starts
+    claiming at once; a bot whose notifier binds later calls `Runtime.resume()` itself.
     """
     clock = clock or SystemClock()
     url = database_url or settings.DATABASE_URL
+    lock: SqliteLock | None = None
+    if role == "bot" and (path := (settings.sqlite_path() if database_url is None else None)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = SqliteLock(path)
+        lock.acquire()  # before anything else: a second bot stops here, touching nothing
     assert settings.APIMART_API_KEY is not None
     # Every outside text this process stores or shows is scrubbed of the secrets it holds.
     for secret in (settings.APIMART_API_KEY, settings.DISCORD_TOKEN):
@@ -112,115 +168,165 @@ async def open_runtime(
         metrics.rate_limited(retry_after)
         limiter.penalize(retry_after)
 
-    async with aiohttp.ClientSession() as session:
-        store = await open_store(url)
-        try:
-            api: ApimartClient = MeteredApimartClient(
-                session,
-                settings.APIMART_BASE_URL,
-                settings.APIMART_API_KEY,
-                timeout=settings.API_TIMEOUT,
-                on_rate_limited=rate_limited,
-                metrics=metrics,
-            )
-            poller = Poller(
-                api,
-                store,
-                notifier,
-                clock,
-                schedule,
-                limiter,
-                concurrency=settings.POLL_CONCURRENCY,
-                max_age=settings.JOB_TIMEOUT,
-            )
-            webhook = settings.WEBHOOK_PUBLIC_URL  # None, or a checked http(s) URL
-            controls = Controls(
-                store,
-                clock,
-                operator_daily=settings.operator_cap("OPERATOR_DAILY_SPEND"),
-                operator_monthly=settings.operator_cap("OPERATOR_MONTHLY_SPEND"),
-            )
-            if settings.PRICES_FILE is not None:
-                await controls.seed_prices(read_prices_file(settings.PRICES_FILE))
-            jobs = JobService(
-                store=store,
-                api=api,
-                poller=poller,
-                notifier=notifier,
-                clock=clock,
-                webhook_url=webhook,
-                controls=controls,
-            )
-            # The queue opens when `jobs.resume()` has run (here, or in the bot's setup_hook).
-            dispatcher = Dispatcher(store, jobs.launch, on_moved=jobs.show_queue)
-            controls.dispatcher = dispatcher
-            metrics.tracked.set_function(lambda: len(poller))
-            poller_task = asyncio.create_task(poller.run(), name="reelbot-poller")
-            readiness = Readiness()
-            runtime = Runtime(
-                settings,
-                session,
-                store,
-                api,
-                poller,
-                jobs,
-                clock,
-                poller_task,
-                metrics=metrics,
-                readiness=readiness,
-                identify_gate=IdentifyGate(store.engine),
-                webhook=WebhookServer(poller) if webhook else None,
-            )
-            runtime.controls = controls
-            background = [
-                asyncio.create_task(dispatcher.run(), name="reelbot-queue"),
-                asyncio.create_task(
-                    prune_forever(store, clock, settings.JOB_RETENTION_DAYS),
-                    name="reelbot-retention",
-                ),
-            ]
-            add_core_checks(runtime)
-            if runtime.webhook is not None:
-                watch_webhook(runtime, schedule)
-            for name in expect_ready:
-                readiness.expect(name)
-            sampler = runtime.sampler = Sampler(metrics, store, now=clock.now)
+    worker_id = new_worker_id()
+    # The worker id in the User-Agent lets an operator (and the tests) tell workers apart in
+    # APIMart's request logs. It names a process, nothing secret.
+    headers = {"User-Agent": f"reelbot ({worker_id})"}
+    try:
+        async with aiohttp.ClientSession(headers=headers) as session:
+            store = await open_store(url)
             try:
-                if serve_http:
-                    # Before resume: /healthz answers while a large backlog is read, and
-                    # /readyz says "not ready" until the front end reports in. A callback that
-                    # arrives before its job is followed is kept as an early hint.
-                    host, port = settings.http_listen
-                    runtime.http = HttpListener(
-                        host, port, readiness=readiness, metrics=metrics, webhook=runtime.webhook
+                api: ApimartClient = MeteredApimartClient(
+                    session,
+                    settings.APIMART_BASE_URL,
+                    settings.APIMART_API_KEY,
+                    timeout=settings.API_TIMEOUT,
+                    on_rate_limited=rate_limited,
+                    metrics=metrics,
+                )
+                poller = Poller(
+                    api,
+                    store,
+                    notifier,
+                    clock,
+                    schedule,
+                    limiter,
+                    concurrency=settings.POLL_CONCURRENCY,
+                    max_age=settings.JOB_TIMEOUT,
+                )
+                webhook = settings.WEBHOOK_PUBLIC_URL  # None, or a checked http(s) URL
+                controls = Controls(
+                    store,
+                    clock,
+                    operator_daily=settings.operator_cap("OPERATOR_DAILY_SPEND"),
+                    operator_monthly=settings.operator_cap("OPERATOR_MONTHLY_SPEND"),
+                )
+                if settings.PRICES_FILE is not None:
+                    await controls.seed_prices(read_prices_file(settings.PRICES_FILE))
+                jobs = JobService(
+                    store=store,
+                    api=api,
+                    poller=poller,
+                    notifier=notifier,
+                    clock=clock,
+                    webhook_url=webhook,
+                    controls=controls,
+                )
+                exclusive = url.startswith("sqlite") and role == "bot"
+                leases = Leases(
+                    store, worker_id, clock, settings.LEASE_SECONDS, exclusive=exclusive
+                )
+                poller.leases = jobs.leases = controls.leases = leases
+                # The queue opens when the claimer resumes (here, or in the bot's setup_hook):
+                # a terminal process never submits another front end's queued jobs.
+                dispatcher = Dispatcher(store, jobs.launch, on_moved=jobs.show_queue)
+                dispatcher.leases = leases
+                controls.dispatcher = dispatcher
+                workers = WorkerRegistry(
+                    store,
+                    worker_id,
+                    clock,
+                    kind=role,
+                    limiter=limiter,
+                    budget=settings.API_REQUESTS_PER_SECOND,
+                )
+                await workers.register()
+                workers_task = asyncio.create_task(workers.run(), name="reelbot-heartbeat")
+                claimer = Claimer(leases, poller, jobs.take_over, clock, registry=workers)
+                claimer.on_takeover = metrics.lease_takeovers.inc
+                claimer.start()
+                metrics.tracked.set_function(lambda: len(poller))
+                poller_task = asyncio.create_task(poller.run(), name="reelbot-poller")
+                readiness = Readiness()
+                runtime = Runtime(
+                    settings,
+                    session,
+                    store,
+                    api,
+                    poller,
+                    jobs,
+                    clock,
+                    poller_task,
+                    leases,
+                    claimer,
+                    workers,
+                    metrics=metrics,
+                    readiness=readiness,
+                    identify_gate=IdentifyGate(store.engine),
+                    webhook=WebhookServer(poller) if webhook else None,
+                )
+                runtime.controls = controls
+                background = [
+                    asyncio.create_task(dispatcher.run(), name="reelbot-queue"),
+                    asyncio.create_task(
+                        prune_forever(store, clock, settings.JOB_RETENTION_DAYS),
+                        name="reelbot-retention",
+                    ),
+                ]
+                add_core_checks(runtime)
+                if runtime.webhook is not None:
+                    watch_webhook(runtime, schedule)
+                for name in expect_ready:
+                    readiness.expect(name)
+                sampler = runtime.sampler = Sampler(metrics, store, now=clock.now)
+                try:
+                    if serve_http:
+                        # Before resume: /healthz answers while a large backlog is read, and
+                        # /readyz says "not ready" until the front end reports in. A callback
+                        # that arrives before its job is followed is kept as an early hint.
+                        host, port = settings.http_listen
+                        runtime.http = HttpListener(
+                            host,
+                            port,
+                            readiness=readiness,
+                            metrics=metrics,
+                            webhook=runtime.webhook,
+                        )
+                        try:
+                            await runtime.http.start()
+                        except OSError as exc:  # a busy port, an address that is not ours
+                            name = "WEBHOOK_LISTEN" if settings.listen_deprecated else "HTTP_LISTEN"
+                            raise SettingsError([f"{name}: {exc.strerror}"]) from None
+                        if settings.listen_deprecated:
+                            log.warning("WEBHOOK_LISTEN is deprecated: rename it to HTTP_LISTEN")
+                        sampler.start()
+                    if resume:
+                        await runtime.resume()
+                    yield runtime
+                finally:
+                    await dispatcher.stop()
+                    for task in background:
+                        task.cancel()
+                    await asyncio.gather(*background, return_exceptions=True)
+                    await controls.settle_alerts()
+                    await sampler.stop()
+                    if runtime.http is not None:
+                        await runtime.http.close()
+                    await readiness.close()
+                    await runtime.identify_gate.close()
+                    await runtime.stop_work()
+                    # Hand the resting jobs to the other workers now rather than in a lease.
+                    await claimer.release_all()
+                    await claimer.close()
+                    log.info(
+                        "leases: %d claimed, %d taken over, %d lost; %d lease and %d "
+                        "heartbeat database round trips",
+                        leases.claimed,
+                        leases.takeovers,
+                        leases.lost,
+                        leases.round_trips,
+                        workers.round_trips,
                     )
-                    try:
-                        await runtime.http.start()
-                    except OSError as exc:  # a busy port, an address that is not ours
-                        name = "WEBHOOK_LISTEN" if settings.listen_deprecated else "HTTP_LISTEN"
-                        raise SettingsError([f"{name}: {exc.strerror}"]) from None
-                    if settings.listen_deprecated:
-                        log.warning("WEBHOOK_LISTEN is deprecated: rename it to HTTP_LISTEN")
-                    sampler.start()
-                if resume:
-                    await jobs.resume()
-                yield runtime
+                    workers_task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await workers_task
+                    with contextlib.suppress(Exception):
+                        await workers.unregister()
             finally:
-                await dispatcher.stop()
-                for task in background:
-                    task.cancel()
-                await asyncio.gather(*background, return_exceptions=True)
-                await controls.settle_alerts()
-                await sampler.stop()
-                if runtime.http is not None:
-                    await runtime.http.close()
-                await readiness.close()
-                await runtime.identify_gate.close()
-                await poller.stop()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await poller_task
-        finally:
-            await store.close()
+                await store.close()
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def watch_webhook(runtime: Runtime, schedule: Schedule) -> None:

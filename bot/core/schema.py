@@ -36,6 +36,14 @@ jobs_table = sa.Table(
     sa.Column("error_code", sa.String(64)),
     sa.Column("error_message", sa.Text),
     sa.Column("delivered", sa.Boolean, nullable=False, default=False, index=True),
+    # Leases (bot/core/leases.py): which worker holds the job, until when, when it is next due
+    # for a poll, and the fencing token bumped at every claim.
+    sa.Column("owner", sa.String(64), index=True),
+    sa.Column("lease_until", sa.Float),
+    sa.Column("next_poll_at", sa.Float, index=True),
+    sa.Column("fence", sa.Integer, nullable=False, default=0, server_default="0"),
+    # A webhook reached a worker that does not hold the job: its owner polls it at once.
+    sa.Column("poked_at", sa.Float),
     # Community controls (bot.core.controls): money in integer micro-dollars, never float.
     #: The admission's estimate (None: no price known yet for this model and resolution).
     sa.Column("estimate_micros", sa.BigInteger),
@@ -107,3 +115,21 @@ audit_log = sa.Table(
     sa.Column("old", sa.Text),
     sa.Column("new", sa.Text),
 )
+
+#: One row per live process (bot/core/workers.py): its heartbeat, and the API slow-down it last
+#: saw (a 429), which every other worker reads so that one 429 slows them all.
+workers_table = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("heartbeat_at", sa.Float, nullable=False, index=True),
+    sa.Column("slow_until", sa.Float),
+    sa.Column("slow_factor", sa.Float),
+)
+
+#: Lease bookkeeping is written by `bot.core.leases` only, never through `Store.update`.
+LEASE_COLUMNS = frozenset({"owner", "lease_until", "next_poll_at", "fence", "poked_at"})

@@ -24,9 +24,9 @@ from sqlalchemy.pool import StaticPool
 from bot.core import migrations
 from bot.core.job import TERMINAL, Job, JobState, plausible_money, plausible_time
 from bot.core.request import VideoRequest
-from bot.core.schema import jobs_table, metadata
+from bot.core.schema import LEASE_COLUMNS, jobs_table, metadata, workers_table
 
-__all__ = ["UPDATABLE", "Store", "jobs_table", "metadata"]
+__all__ = ["UPDATABLE", "LeaseLost", "Store", "jobs_table", "metadata", "workers_table"]
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +95,34 @@ UPDATABLE = frozenset(
         "queue_round",
         "member_slots",
     }
+    | LEASE_COLUMNS
 )
 
 #: Runs inside the transaction that moves a job to a terminal state (the ledger's settlement).
 TerminalHook = Callable[[AsyncConnection, int], Awaitable[Any]]
 #: Runs after that transaction committed, with what the in-transaction hook returned.
 AfterTerminal = Callable[[Job, Any], None]
+
+
+class LeaseLost(Exception):
+    """A conditional write matched no row: another worker took the job over (or it is gone).
+
+    The worker that gets this drops the job from memory and says nothing: the new owner
+    carries on from what the store holds.
+    """
+
+    def __init__(self, job_id: int) -> None:
+        self.job_id = job_id
+        super().__init__(f"job {job_id}: lease lost")
+
+
+def held_by(job: Job) -> sa.ColumnElement[bool]:
+    """The condition of every write of `job`: same row, same owner, same claim (fence)."""
+    return sa.and_(
+        jobs_table.c.id == job.id,
+        jobs_table.c.owner.is_(None) if job.owner is None else jobs_table.c.owner == job.owner,
+        jobs_table.c.fence == job.fence,
+    )
 
 
 def _rows_to_jobs(rows: Iterable[sa.Row[Any]]) -> list[Job]:
@@ -112,6 +134,10 @@ def _rows_to_jobs(rows: Iterable[sa.Row[Any]]) -> list[Job]:
         except Exception:
             log.exception("job %s: its stored row cannot be read; skipped", row._mapping["id"])
     return jobs
+
+
+#: For core modules that read job rows with statements of their own (leases).
+rows_to_jobs = _rows_to_jobs
 
 
 def _row_to_job(row: sa.Row[Any]) -> Job:
@@ -148,6 +174,10 @@ def _row_to_job(row: sa.Row[Any]) -> Job:
         estimate=m["estimate_micros"],
         reserved=m["reserved_micros"] or 0,
         held=bool(m["held"]),
+        owner=m["owner"],
+        fence=m["fence"] or 0,
+        lease_until=m["lease_until"],
+        next_poll_at=m["next_poll_at"],
     )
 
 
@@ -225,7 +255,11 @@ class Store:
         origin: dict[str, Any] | None = None,
         requester: str | None = None,
         guild_id: str | None = None,
+        owner: str | None = None,
+        lease_until: float | None = None,
     ) -> Job:
+        """Insert a job; with `owner`, already leased to that worker (first claim: fence 1)."""
+        fence = 1 if owner is not None else 0
         values: dict[str, Any] = {
             "state": JobState.CREATED.value,
             "model": request.model,
@@ -237,6 +271,9 @@ class Store:
             "created_at": now,
             "video_urls": [],
             "delivered": False,
+            "owner": owner,
+            "lease_until": lease_until if owner is not None else None,
+            "fence": fence,
         }
         async with self._writing() as conn:
             result = await conn.execute(jobs_table.insert().values(**values))
@@ -250,10 +287,17 @@ class Store:
             origin=dict(origin or {}),
             requester=requester,
             guild_id=guild_id,
+            owner=owner,
+            fence=fence,
+            lease_until=values["lease_until"],
         )
 
     async def update(self, job: Job, **fields: Any) -> Job:
-        """Write `fields` and apply them to the cached `job` (one transaction)."""
+        """Write `fields` and apply them to the cached `job` (one transaction).
+
+        Conditional on the lease the cached job was read or claimed with (`held_by`): raises
+        `LeaseLost`, writing nothing, when another worker has claimed the job since.
+        """
         unknown = set(fields) - UPDATABLE
         if unknown:
             raise ValueError(f"not updatable: {sorted(unknown)}")
@@ -261,9 +305,9 @@ class Store:
         ending = "state" in fields and JobState(fields["state"]).terminal
         settled: Any = None
         async with self._writing() as conn:
-            await conn.execute(
-                jobs_table.update().where(jobs_table.c.id == job.id).values(**values)
-            )
+            result = await conn.execute(jobs_table.update().where(held_by(job)).values(**values))
+            if result.rowcount == 0:
+                raise LeaseLost(job.id)  # (the transaction is rolled back: nothing written)
             if ending and self.on_terminal is not None:
                 settled = await self.on_terminal(conn, job.id)
         for name, value in fields.items():
@@ -278,26 +322,50 @@ class Store:
     async def replace_request(self, job: Job, request: VideoRequest) -> None:
         """Store the request with uploaded image URLs in place of the local files."""
         async with self._writing() as conn:
-            await conn.execute(
+            result = await conn.execute(
                 jobs_table.update()
-                .where(jobs_table.c.id == job.id)
+                .where(held_by(job))
                 .values(request=request.model_dump(mode="json", exclude_none=True))
             )
+        if result.rowcount == 0:
+            raise LeaseLost(job.id)
         job.request = request
 
-    async def update_many(self, changes: Iterable[tuple[Job, dict[str, Any]]]) -> None:
-        """Several small updates in one transaction (progress from a batch of polls)."""
-        changes = list(changes)
+    async def update_many(self, changes: Iterable[tuple[Job, dict[str, Any]]]) -> list[Job]:
+        """Several small cosmetic updates (progress from a batch of polls) in one round trip.
+
+        Each is conditional on its job's lease, as in `update`; a job whose lease was lost
+        is simply not written (its renewal reports the loss). Nothing is returned as lost.
+        """
+        # In id order, as every multi-row write does (no lock cycles between workers).
+        changes = sorted(changes, key=lambda change: change[0].id)
         if not changes:
-            return
+            return []
+        by_fields: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for job, fields in changes:
+            params = {f"v_{k}": v for k, v in fields.items()}
+            params.update(b_id=job.id, b_owner=job.owner, b_fence=job.fence)
+            by_fields.setdefault(tuple(sorted(fields)), []).append(params)
+        c = jobs_table.c
         async with self._writing() as conn:
-            for job, fields in changes:
-                await conn.execute(
-                    jobs_table.update().where(jobs_table.c.id == job.id).values(**fields)
+            for names, rows in by_fields.items():
+                stmt = (
+                    jobs_table.update()
+                    .where(
+                        c.id == sa.bindparam("b_id"),
+                        sa.or_(
+                            c.owner == sa.bindparam("b_owner"),
+                            sa.and_(c.owner.is_(None), sa.bindparam("b_owner").is_(None)),
+                        ),
+                        c.fence == sa.bindparam("b_fence"),
+                    )
+                    .values({name: sa.bindparam(f"v_{name}") for name in names})
                 )
+                await conn.execute(stmt, rows)  # executemany: one pipelined round trip
         for job, fields in changes:
             for name, value in fields.items():
                 setattr(job, name, value)
+        return []
 
     async def get(self, job_id: int) -> Job | None:
         async with self.engine.connect() as conn:

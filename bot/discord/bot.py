@@ -142,8 +142,8 @@ class ReelBot(commands.Bot):
         self.runtime.set_notifier(self.notifier)
         if self.runtime.controls is not None:
             self.runtime.controls.alert_sink = ChannelAlerts(self)
-        counts = await self.runtime.jobs.resume()
-        log.info("setup done; jobs resumed: %s", counts)
+        taken = await self.runtime.resume()
+        log.info("setup done; %d job(s) taken on at start", taken)
 
     def gateway_problem(self) -> str | None:
         """For `/readyz`: None while connected to the gateway, else what is wrong."""

@@ -22,6 +22,7 @@ from bot.core import interrupts
 from bot.core.config import Settings, load_settings
 from bot.core.job import Job
 from bot.core.logs import setup_logging_from
+from bot.core.workers import AlreadyRunning
 from bot.discord.endpoints import point_discord_py_at
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,9 @@ def run() -> int:
     except discord.PrivilegedIntentsRequired as exc:
         log.error("Discord refused the gateway intents: %s", exc)
         return EXIT_FAILED
+    except AlreadyRunning as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 async def _run(settings: Settings) -> int:
@@ -102,6 +106,7 @@ async def _run(settings: Settings) -> int:
                     resume=False,
                     serve_http=True,
                     expect_ready=("gateway",),
+                    role="bot",
                 )
             )
         except OSError as exc:  # the database refuses, a file system error…
@@ -129,9 +134,7 @@ async def _run(settings: Settings) -> int:
             )
             await runtime.jobs.drain(settings.API_TIMEOUT)
             log.info("stopping: draining the poller, then closing the Discord connection")
-            await runtime.poller.stop()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runtime.poller_task
+            await runtime.stop_work()
             await bot.close()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await runner

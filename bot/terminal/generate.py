@@ -25,7 +25,7 @@ from bot.core import interrupts
 from bot.core.config import Settings
 from bot.core.job import Job, JobState, plausible_money, plausible_time
 from bot.core.jobs import ImageFile, Origin
-from bot.core.owner import HEARTBEAT_EVERY, terminal_origin
+from bot.core.owner import terminal_origin
 from bot.core.poller import FixedSchedule
 from bot.core.progress import BAR_WIDTH, progress_bar
 from bot.core.request import VideoRequest
@@ -260,16 +260,6 @@ class Interruption:
                 loop.remove_signal_handler(other)
 
 
-async def _heartbeat(runtime: Runtime, job: Job) -> None:
-    """Tell a bot starting meanwhile that this terminal still follows the job (see owner)."""
-    while True:
-        await asyncio.sleep(HEARTBEAT_EVERY)
-        try:
-            await runtime.store.update(job, origin={**job.origin, "heartbeat": runtime.clock.now()})
-        except Exception as exc:  # cosmetic for this process; only a starting bot reads it
-            log.debug("heartbeat of job %s not written: %s", job.id, exc)
-
-
 async def follow(runtime: Runtime, notifier: TerminalNotifier, job: Job, stop: Interruption) -> Job:
     """Wait for the job's end or an interruption; on interruption return the job as it is.
 
@@ -277,7 +267,6 @@ async def follow(runtime: Runtime, notifier: TerminalNotifier, job: Job, stop: I
     API_TIMEOUT), so the task id it printed is the one APIMart billed.
     """
     waiter = notifier.waiter(job.id)
-    beat = asyncio.create_task(_heartbeat(runtime, job))
     stopped = asyncio.create_task(stop.event.wait())
     try:
         pending: set[asyncio.Future[Any]] = {waiter, stopped}
@@ -287,7 +276,6 @@ async def follow(runtime: Runtime, notifier: TerminalNotifier, job: Job, stop: I
         await runtime.jobs.drain(runtime.settings.API_TIMEOUT)
         return waiter.result() if waiter.done() else job
     finally:
-        beat.cancel()
         stopped.cancel()
 
 

@@ -113,7 +113,7 @@ async def status(settings: Settings, ref: str, *, as_json: bool, timeout: float 
             return _show_task(info, as_json=as_json)
         now = runtime.clock.now()
         bots = job.state is JobState.RUNNING and job.origin.get("kind") != TERMINAL
-        if bots or owned_elsewhere(job, now):
+        if bots or owned_elsewhere(job, now, runtime.worker_id):
             who = "the bot" if bots else "another reelbot generate"
             return _show(_seen(job, info), as_json=as_json, note=f"{who} follows this job.")
         if not info.terminal and timeout is None:
@@ -121,7 +121,14 @@ async def status(settings: Settings, ref: str, *, as_json: bool, timeout: float 
                 # Known to be running again: the bot's next start (or `status`) follows it.
                 await runtime.jobs.follow_again(job, track=False)
             return _show(_seen(job, info), as_json=as_json)
-        # Nobody follows it: this command does, until it ends (or `timeout`), and records it.
+        # Nobody follows it: this command does, until it ends (or `timeout`), and records it,
+        # holding its lease meanwhile (so a bot starting now leaves it alone).
+        claimed = await runtime.leases.claim_one(job.id)
+        if claimed is None:
+            return _show(
+                _seen(job, info), as_json=as_json, note="another reelbot follows this job."
+            )
+        job = claimed
         if job.origin.get("kind") == TERMINAL:
             await runtime.store.update(job, origin=terminal_origin(now))
         waiter = notifier.waiter(job.id)
@@ -136,6 +143,7 @@ async def status(settings: Settings, ref: str, *, as_json: bool, timeout: float 
             return _show(job, as_json=as_json)
         if job.origin.get("kind") != TERMINAL:
             await runtime.store.update(job, delivered=False)  # the bot posts it at its start
+            await runtime.leases.release([(job, None)])  # at once, not in a lease
         return _show(job, as_json=as_json)
     raise AssertionError("unreachable")
 

@@ -13,7 +13,8 @@ and an injected ``clock`` lets tests move time by hand.
 
 Test controls: :meth:`FakeApimart.plan_next`, :meth:`FakeApimart.inject`,
 :meth:`FakeApimart.complete_now`, :meth:`FakeApimart.fail_now`, and the recorded
-``submits``, ``submit_attempts``, ``requests``, ``tasks``, ``uploads``,
+``submits``, ``submit_attempts``, ``requests`` (and ``request_log`` with times and
+clients), ``tasks``, ``uploads``,
 ``callbacks_sent``.
 """
 
@@ -136,6 +137,17 @@ class FakeTask:
     waves: int = 2
     gamma: float = 1.0
     fail_cap: int = 60
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One request as it reached the stand-in: when (its real monotonic clock), what, and who
+    (the client's User-Agent, which names the reelbot worker)."""
+
+    at: float
+    method: str
+    path: str
+    agent: str
 
 
 @dataclass
@@ -383,6 +395,8 @@ class FakeApimart:
         self.submits: list[dict[str, Any]] = []
         self.submit_attempts: list[Any] = []
         self.requests: list[tuple[str, str]] = []
+        #: The same requests with their time and client, for tests of several workers.
+        self.request_log: list[RequestRecord] = []
         self.tasks: dict[str, FakeTask] = {}
         self.uploads: dict[str, bytes] = {}
         self.upload_types: dict[str, str] = {}
@@ -487,6 +501,10 @@ class FakeApimart:
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         self.requests.append((request.method, request.path))
+        agent = request.headers.get("User-Agent", "")[:200]
+        self.request_log.append(
+            RequestRecord(time.monotonic(), request.method, request.path, agent)
+        )
         return await handler(request)
 
     async def _ticker(self) -> None:

@@ -19,7 +19,7 @@ from bot.core.apimart import ApimartClient
 from bot.core.job import JobState
 from bot.core.owner import terminal_origin
 from bot.core.request import build_request
-from bot.core.store import Store
+from bot.core.store import Store, jobs_table
 from bot.testing.fake_apimart import FakeApimart, FakeTaskPlan
 
 KEY = "sk-cli-faults-key-abcdef"
@@ -116,25 +116,28 @@ async def test_status_of_an_unknown_task_id_reads_it_and_exits_like_generate(
 async def test_a_starting_bot_leaves_a_job_its_terminal_still_follows(
     faulty_pipeline: Any, database_url: str
 ) -> None:
-    # A terminal (another live process) is submitting this job right now.
-    terminal = await asyncio.create_subprocess_exec("sleep", "30")
+    # A terminal (another live process) is submitting this job right now: it holds the lease.
     store = await Store.open(database_url)
-    try:
-        request = build_request(model="sora-2", prompt="a fox")
-        origin = {**terminal_origin(time.time()), "pid": terminal.pid}
-        job = await store.create(request, now=time.time(), origin=origin)
-        await store.update(job, state=JobState.SUBMITTING)
-        async with faulty_pipeline(resume=False) as p:  # a bot starts: it must not touch it
-            counts = await p.jobs.resume()
-            assert counts["owned elsewhere"] == 1
-            await asyncio.sleep(0.1)
-            assert not p.notifier.finished
-        stored = await store.get(job.id)
-        assert stored is not None and stored.state is JobState.SUBMITTING
-    finally:
-        terminal.kill()
-        await terminal.wait()
-    async with faulty_pipeline() as p:  # its terminal is gone: now the bot settles it
+    request = build_request(model="sora-2", prompt="a fox")
+    job = await store.create(
+        request,
+        now=time.time(),
+        origin=terminal_origin(time.time()),
+        owner="terminal-1",
+        lease_until=time.time() + 30,
+    )
+    await store.update(job, state=JobState.SUBMITTING)
+    async with faulty_pipeline(resume=False) as p:  # a bot starts: it must not touch it
+        counts = await p.jobs.resume()
+        assert counts["owned elsewhere"] == 1
+        await asyncio.sleep(0.1)
+        assert not p.notifier.finished
+    stored = await store.get(job.id)
+    assert stored is not None and stored.state is JobState.SUBMITTING
+    # Its terminal is gone: it stops renewing, and the lease runs out.
+    async with store.transaction() as conn:
+        await conn.execute(jobs_table.update().values(lease_until=time.time() - 1))
+    async with faulty_pipeline() as p:  # now the bot settles it
         told = await p.notifier.wait_finished(job.id, timeout=5)
         assert told.state is JobState.UNKNOWN
     await store.close()

@@ -218,6 +218,7 @@ async def admit(
     origin: dict[str, Any],
     operator_daily: int | None,
     operator_monthly: int | None,
+    lease: tuple[str, float] | None = None,
 ) -> Admission:
     """Decide and write the job (the caller holds the transaction; raises `Refused`)."""
     guild = who.guild_id or NO_GUILD
@@ -313,6 +314,10 @@ async def admit(
         "member_slots": member_slots,
         "held": queued,
     }
+    if lease is not None:
+        # Leased to the admitting worker from its first row (bot/core/leases.py): no other
+        # worker settles it while this one submits it, or prepares it for the queue.
+        values.update(owner=lease[0], lease_until=lease[1], fence=1)
     result = await conn.execute(jobs_table.insert().values(**values))
     job_id = int(result.inserted_primary_key[0])  # type: ignore[index]
     await ledger.bump_usage(
@@ -336,6 +341,9 @@ async def admit(
             estimate=estimate,
             reserved=reserved,
             held=queued,
+            owner=lease[0] if lease is not None else None,
+            fence=1 if lease is not None else 0,
+            lease_until=lease[1] if lease is not None else None,
         )
     )
     if queued:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
@@ -21,6 +22,9 @@ from bot.core.controls import ledger
 from bot.core.controls.admission import ACTIVE
 from bot.core.job import Job, JobState
 from bot.core.store import Store, _row_to_job, jobs_table
+
+if TYPE_CHECKING:
+    from bot.core.leases import Leases
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +36,12 @@ IDLE_INTERVAL = 5.0
 MAX_BURST = 1000
 
 
-async def claim_next(store: Store, guild_id: str) -> Job | None:
-    """Move the next eligible queued job of this server to `created` and return it."""
+async def claim_next(store: Store, guild_id: str, leases: Leases | None = None) -> Job | None:
+    """Move the next eligible queued job of this server to `created` and return it.
+
+    With `leases` (several workers), the job is leased to this worker in the same statement,
+    so no other worker takes the `created` job for one a dead worker left halfway.
+    """
     j = jobs_table.c
     async with store.transaction() as conn:
         controls = await ledger.lock(conn, guild_id)
@@ -65,14 +73,23 @@ async def claim_next(store: Store, guild_id: str) -> Job | None:
             member = row._mapping["requester"]
             if slots is not None and active.get(member, 0) >= slots:
                 continue
+            values: dict[str, object] = {"state": JobState.CREATED.value}
+            if leases is not None:
+                values.update(owner=leases.worker_id, lease_until=leases.until(), fence=j.fence + 1)
             claimed = await conn.execute(
                 jobs_table.update()
                 .where(j.id == row._mapping["id"], j.state == JobState.QUEUED.value)
-                .values(state=JobState.CREATED.value)
+                .values(**values)
+                .returning(j.fence)
             )
-            if claimed.rowcount == 1:
+            fence = claimed.scalar()
+            if fence is not None:
                 job = _row_to_job(row)
                 job.state = JobState.CREATED
+                if leases is not None:
+                    job.owner, job.fence = leases.worker_id, int(fence)
+                    job.lease_until = leases.until()
+                    leases.hold(job)
                 return job
     return None
 
@@ -131,6 +148,8 @@ class Dispatcher:
         self._open = asyncio.Event()
         self._tasks: set[asyncio.Task[object]] = set()
         self._stopping = False
+        #: This worker's leases (several workers): a job it takes from the queue is its own.
+        self.leases: Leases | None = None
 
     def open(self) -> None:
         """Start submitting: called by `JobService.resume`, once the jobs a crash left halfway
@@ -162,7 +181,7 @@ class Dispatcher:
         for guild_id in await guilds_with_queue(self.store):
             before = started
             while started < MAX_BURST:
-                job = await claim_next(self.store, guild_id)
+                job = await claim_next(self.store, guild_id, self.leases)
                 if job is None:
                     break
                 started += 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -29,6 +29,9 @@ from bot.core.controls.tables import NO_GUILD
 from bot.core.job import Job, JobState
 from bot.core.request import VideoRequest
 from bot.core.store import Store, _rows_to_jobs, jobs_table
+
+if TYPE_CHECKING:
+    from bot.core.leases import Leases
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +85,8 @@ class Controls:
         self.changes = Changes(store, clock.now)
         self.alert_sink: AlertSink | None = None
         self.dispatcher: Dispatcher | None = None
+        #: This worker's leases: admitted jobs are born leased to it (None: no leases).
+        self.leases: Leases | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         store.on_terminal = self._settle
         store.after_terminal = self._ended
@@ -103,6 +108,11 @@ class Controls:
                     origin=dict(origin or {}),
                     operator_daily=self.operator_daily,
                     operator_monthly=self.operator_monthly,
+                    lease=(
+                        (self.leases.worker_id, self.leases.until())
+                        if self.leases is not None
+                        else None
+                    ),
                 )
         except Refused as refusal:
             log.info(
@@ -115,6 +125,8 @@ class Controls:
             if refusal.limit.startswith("server_") and who.guild_id is not None:
                 await self._cap_reached(who.guild_id, refusal.limit)
             raise
+        if self.leases is not None:
+            self.leases.hold(result.job)
         for channel_id, text in result.alerts:
             self._alert(channel_id, text)
         if result.job.state is JobState.QUEUED:
