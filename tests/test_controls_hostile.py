@@ -1,0 +1,39 @@
+"""A hostile pass on the community controls: odd values an admin may type, banned words in
+disguise, buttons of jobs that are not theirs. Each test failed before its fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.core.controls.limits import SettingInvalid, parse_value
+from bot.core.controls.words import first_banned
+
+
+@pytest.mark.parametrize("typed", ["1,5", "0,40", "1_000", "1,00,0"])
+def test_a_decimal_comma_is_refused_not_read_as_a_bigger_amount(typed: str) -> None:
+    # "1,5" meant one and a half dollars; reading it as $15 is a cap ten times too high.
+    with pytest.raises(SettingInvalid, match="value:"):
+        parse_value("member_daily_spend", typed)
+
+
+def test_thousands_separators_still_work() -> None:
+    assert parse_value("server_monthly_spend", "$1,000.50") == 1_000_500_000
+
+
+def test_an_exponent_beyond_decimals_range_is_refused_not_a_crash() -> None:
+    with pytest.raises(SettingInvalid, match="value:"):
+        parse_value("member_daily_spend", "1e999999999")
+
+
+@pytest.mark.parametrize("typed", ["²", "5²", "①"])
+def test_digit_like_characters_are_refused_not_a_crash(typed: str) -> None:
+    with pytest.raises(SettingInvalid, match="whole number"):
+        parse_value("member_daily_jobs", typed)
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    ["b\u200bad", "b\u200dad", "b\u00adad", "\ufeffbad", "b\u2060ad", "ｂ\u200bａｄ"],
+)
+def test_invisible_characters_do_not_hide_a_banned_word(prompt: str) -> None:
+    assert first_banned(f"a {prompt} idea", ["bad"]) == "bad"
