@@ -41,11 +41,14 @@ def parse_usd(text: str) -> int:
         raise MoneyInvalid(not_amount) from None
     if not value.is_finite() or value < 0:
         raise MoneyInvalid(f"{text!r} must be a positive amount in USD")
-    micros = value * MICROS
-    if micros != micros.to_integral_value():
-        raise MoneyInvalid(f"{text!r} has more than six decimals")
-    if micros > MAX_MICROS:
+    # Compared before multiplying: `1e999999999` is a finite Decimal whose product with
+    # MICROS overflows the context (decimal.Overflow, not a refusal).
+    if value > MAX_MICROS // MICROS:
         raise MoneyInvalid(f"{text!r} is more than ${MAX_MICROS // MICROS:,}")
+    # Quantized, not multiplied: `1e-999999999` * MICROS underflows to 0 and would pass.
+    if value != value.quantize(Decimal(1) / MICROS):
+        raise MoneyInvalid(f"{text!r} has more than six decimals")
+    micros = value * MICROS
     return int(micros)
 
 
