@@ -3,10 +3,15 @@ disguise, buttons of jobs that are not theirs. Each test failed before its fix."
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from bot.core.controls.limits import SettingInvalid, parse_value
 from bot.core.controls.words import first_banned
+from bot.core.job import JobState
+from bot.testing.fake_apimart import FakeApimart, FakeTaskPlan
+from tests.controlfix import GUILD, open_controlled_fixture  # noqa: F401 - fixtures
 
 
 @pytest.mark.parametrize("typed", ["1,5", "0,40", "1_000", "1,00,0"])
@@ -39,3 +44,22 @@ def test_digit_like_characters_are_refused_not_a_crash(typed: str) -> None:
 )
 def test_invisible_characters_do_not_hide_a_banned_word(prompt: str) -> None:
     assert first_banned(f"a {prompt} idea", ["bad"]) == "bad"
+
+
+async def test_a_moderator_of_another_server_cannot_cancel_this_servers_job(
+    open_controlled: Any, fake: FakeApimart
+) -> None:
+    # A Cancel button's custom_id carries only the job id; a Manage Server member of another
+    # server (where the bot also is) who sends that id must not cancel a stranger's job.
+    fake.default_plan = FakeTaskPlan(duration_s=2000.0)
+    async with open_controlled() as c:
+        await c.set_limit("server_concurrent", "1")
+        await c.ask("alice")
+        queued = await c.ask("bob")
+        done, message = await c.controls.cancel(
+            queued.job.id, "mallory", manager=True, guild_id="another-server"
+        )
+        assert not done and "Only the member" in message
+        assert (await c.job(queued.job.id)).state is JobState.QUEUED
+        done, _ = await c.controls.cancel(queued.job.id, "mod", manager=True, guild_id=GUILD)
+        assert done

@@ -200,8 +200,14 @@ class Controls:
 
     # -- cancel --------------------------------------------------------------------------
 
-    async def cancel(self, job_id: int, actor_id: str, *, manager: bool) -> tuple[bool, str]:
-        """Cancel a queued job (its requester, or a member with Manage Server)."""
+    async def cancel(
+        self, job_id: int, actor_id: str, *, manager: bool, guild_id: str | None = None
+    ) -> tuple[bool, str]:
+        """Cancel a queued job (its requester, or a member with Manage Server in its server).
+
+        `manager` counts only where `guild_id` (the server the click came from) is the job's:
+        a button's id names just the job, and Manage Server elsewhere is no right to it.
+        """
         j = jobs_table.c
         now = self.clock.now()
         if not 0 < job_id < 2**31:  # a forged button: no such job (and no int4 overflow)
@@ -212,7 +218,8 @@ class Controls:
             ).first()
         if row is None:
             return False, "That job is no longer known."
-        if row.requester != actor_id and not manager:
+        manages_it = manager and guild_id is not None and guild_id == row.guild_id
+        if row.requester != actor_id and not manages_it:
             return False, "Only the member who asked for this video (or a moderator) can cancel it."
         async with self.store.transaction() as conn:
             await ledger.lock(conn, row.guild_id or NO_GUILD)
