@@ -3,15 +3,18 @@ disguise, buttons of jobs that are not theirs. Each test failed before its fix."
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
-from bot.core.controls.limits import SettingInvalid, parse_value
+from bot.core.controls.admission import Refused
+from bot.core.controls.limits import LIMITS, SettingInvalid, parse_value
+from bot.core.controls.retention import cutoff, prune
 from bot.core.controls.words import first_banned
 from bot.core.job import JobState
 from bot.testing.fake_apimart import FakeApimart, FakeTaskPlan
-from tests.controlfix import GUILD, open_controlled_fixture  # noqa: F401 - fixtures
+from tests.controlfix import GUILD, open_controlled_fixture, submitted_prompts  # noqa: F401 - fixtures
 
 
 @pytest.mark.parametrize("typed", ["1,5", "0,40", "1_000", "1,00,0"])
@@ -63,3 +66,46 @@ async def test_a_moderator_of_another_server_cannot_cancel_this_servers_job(
         assert (await c.job(queued.job.id)).state is JobState.QUEUED
         done, _ = await c.controls.cancel(queued.job.id, "mod", manager=True, guild_id=GUILD)
         assert done
+
+
+async def test_cancel_racing_the_queues_submit_is_one_or_the_other(
+    open_controlled: Any, fake: FakeApimart
+) -> None:
+    # Three clicks on Cancel in the same instant as the slot frees (the running job fails):
+    # the queued job is either cancelled and never submitted, or submitted and every click
+    # is told it cannot be cancelled; never both, and at most one click succeeds.
+    for attempt in range(8):
+        fake.submits.clear()
+        fake.default_plan = FakeTaskPlan(duration_s=0.03 * attempt)
+        async with open_controlled() as c:
+            await c.set_limit("server_concurrent", "1")
+            await c.ask(f"alice{attempt}")
+            queued = await c.ask(f"bob{attempt}")
+            await asyncio.sleep(0.01 * attempt)
+            clicks = await asyncio.gather(
+                *(c.controls.cancel(queued.job.id, f"bob{attempt}", manager=False) for _ in "123")
+            )
+            await c.wait_settled()
+            state = (await c.job(queued.job.id)).state
+            sent = f"from bob{attempt}" in submitted_prompts(fake)
+            done = [ok for ok, _ in clicks if ok]
+            if state is JobState.CANCELLED:
+                assert not sent and len(done) == 1, clicks
+            else:
+                assert sent and not done, clicks
+
+
+async def test_pruning_keeps_the_jobs_a_cooldown_still_reads(
+    open_controlled: Any, fake: FakeApimart
+) -> None:
+    # The cooldown is read from the member's last job (up to 7 days); JOB_RETENTION_DAYS may
+    # be 1. Two days on, a 7-day cooldown must still see the job.
+    async with open_controlled() as c:
+        await c.set_limit("member_cooldown_seconds", str(LIMITS["member_cooldown_seconds"].maximum))
+        first = await c.ask("alice")
+        await c.wait_settled()
+        two_days_on = c.controls.clock.now() + 2 * 86400
+        await prune(c.store, older_than=cutoff(two_days_on, days=1))
+        assert await c.store.get(first.job.id) is not None
+        with pytest.raises(Refused, match="wait between videos"):
+            await c.ask("alice")
