@@ -51,3 +51,34 @@ async def test_the_store_knows_no_job_beyond_the_id_range(database_url: str, job
         assert await store.get(job_id) is None
     finally:
         await store.close()
+
+
+async def test_a_member_without_manage_server_is_refused_by_every_videoadmin_subcommand(
+    reel: Reel,
+) -> None:
+    (command,) = [c for c in await reel.bot.tree.fetch_commands() if c.name == "videoadmin"]
+    reel.guild.set_command_permissions(command, {reel.alice: True})
+    role = reel.guild.create_role("vip")
+    alerts = reel.guild.create_text_channel("alerts")
+    calls: dict[str, dict[str, Any]] = {
+        "settings": {},
+        "model": {"model": "sora-2", "enabled": False},
+        "limit": {"name": "server_daily_spend", "value": "0"},
+        "role": {"role": role, "name": "member_daily_jobs", "value": "1"},
+        "block": {"member": reel.bob, "reason": "spam"},
+        "unblock": {"member": reel.bob},
+        "words": {"action": "add", "phrase": "kite"},
+        "usage": {},
+        "balance": {},
+        "alerts": {"channel": alerts},
+    }
+    for sub, options in calls.items():
+        result = await reel.alice.slash(reel.channel, f"videoadmin {sub}", **options)
+        assert result.ephemeral and "Manage Server" in result.response.content, sub
+    controls = reel.runtime.controls
+    assert controls is not None
+    _, changes = await controls.settings(str(reel.guild.id))
+    assert changes == []
+    assert len(reel.env.errors) == len(calls)  # the failed checks, seen by simcord
+    result = await reel.bob.slash(reel.channel, "video sora", prompt="a kite")
+    assert not result.ephemeral  # not blocked, no banned word, model enabled
