@@ -109,3 +109,27 @@ async def test_pruning_keeps_the_jobs_a_cooldown_still_reads(
         assert await c.store.get(first.job.id) is not None
         with pytest.raises(Refused, match="wait between videos"):
             await c.ask("alice")
+
+
+class Alerts:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+
+    async def alert(self, channel_id: str, text: str) -> None:
+        self.sent.append((channel_id, text))
+
+
+async def test_an_empty_balance_is_one_alert_not_one_per_refused_job(
+    open_controlled: Any, fake: FakeApimart
+) -> None:
+    # Eight members (or a queue draining) meeting a 402 must not post eight warnings.
+    fake.balance = 0.0
+    async with open_controlled() as c:
+        alerts = Alerts()
+        c.controls.alert_sink = alerts
+        await c.controls.changes.set_alerts(GUILD, "admin", "555")
+        await asyncio.gather(*(c.ask(f"m{i}") for i in range(8)))
+        await c.wait_settled()
+        await c.controls.settle_alerts()
+        balance = [text for _, text in alerts.sent if "402" in text]
+        assert len(balance) == 1, alerts.sent

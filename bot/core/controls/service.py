@@ -32,6 +32,8 @@ from bot.core.store import Store, _rows_to_jobs, jobs_table
 
 log = logging.getLogger(__name__)
 
+#: The balance warning is repeated at most this often (seconds) while 402s keep coming.
+BALANCE_ALERT_EVERY = 3600.0
 BALANCE_ALERT = (
     "⚠️ APIMart refused a video because the balance is empty or too low (402). "
     "Nothing was charged; top up the APIMart balance (`/videoadmin balance` shows it)."
@@ -169,12 +171,22 @@ class Controls:
             await self._send(channel_id, text)
 
     async def _balance_alert(self, guild_id: str) -> None:
+        """Once an hour per server at most: every job meeting an empty balance ends with a
+        402 (a draining queue meets it many times), and one warning says all there is."""
         if guild_id == NO_GUILD:
             return
-        async with self.store.engine.connect() as conn:
-            controls = await ledger.read(conn, guild_id)
-        if controls.alerts_channel:
-            await self._send(controls.alerts_channel, BALANCE_ALERT)
+        key = f"balance:{int(self.clock.now() // BALANCE_ALERT_EVERY)}"
+        async with self.store.transaction() as conn:
+            controls = await ledger.lock(conn, guild_id)
+            if not controls.alerts_channel or key in controls.alerted:
+                return
+            # Only the current hour's key is kept: the document is read on every admission.
+            for old in [k for k in controls.alerted if k.startswith("balance:")]:
+                del controls.alerted[old]
+            controls.alerted[key] = 100
+            await ledger.save(conn, guild_id, controls)
+            channel = controls.alerts_channel
+        await self._send(channel, BALANCE_ALERT)
 
     def _alert(self, channel_id: str, text: str) -> None:
         self._spawn(self._send(channel_id, text))
