@@ -133,3 +133,13 @@ async def test_an_empty_balance_is_one_alert_not_one_per_refused_job(
         await c.controls.settle_alerts()
         balance = [text for _, text in alerts.sent if "402" in text]
         assert len(balance) == 1, alerts.sent
+
+
+async def test_a_phrase_of_only_invisible_characters_is_refused_not_stored_inert(
+    open_controlled: Any,
+) -> None:
+    async with open_controlled() as c:
+        with pytest.raises(SettingInvalid, match="phrase:"):
+            await c.controls.changes.add_word(GUILD, "admin", "\u200b\u200d")
+        settings, _ = await c.controls.settings(GUILD)
+        assert settings.words == []
