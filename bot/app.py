@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from importlib import metadata
+
+from bot.core import interrupts
 
 EXIT_INVALID = 2
 
@@ -81,9 +82,15 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+#: Verbs whose event loop takes SIGINT/SIGTERM over and acts on one that came earlier.
+OWN_SIGNALS = frozenset({"generate", "run"})
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     from bot.terminal import cli
 
+    if args.command not in OWN_SIGNALS:
+        interrupts.resume()
     code = cli.dispatch(args)
     if code is None:
         from bot.discord import verbs
@@ -98,9 +105,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run one command. Ctrl-C at any moment ends it with 130 and no traceback: the heavy
     imports happen in here (not at module level, where the `reelbot` script imports this),
     and an interrupt before `generate` got going says that nothing was sent."""
-    # Until a command installs its own handlers (`run`, `generate`), SIGTERM is a Ctrl-C: the
-    # same clean exit 130 and words, not a silent death by signal.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # Until a command is ready for them, Ctrl-C and SIGTERM are only remembered (a
+    # KeyboardInterrupt raised inside an import is swallowed by the interpreter); SIGTERM is
+    # then a Ctrl-C: the same clean exit 130 and words, not a silent death by signal.
+    interrupts.defer()
     args: argparse.Namespace | None = None
     try:
         from bot.core.config import SettingsError

@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import discord
 
+from bot.core import interrupts
 from bot.core.config import Settings, load_settings
 from bot.core.job import Job
 from bot.core.logs import setup_logging_from
@@ -90,6 +91,8 @@ async def _run(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    if interrupts.pending() is not None:
+        stop.set()  # asked to stop while starting: start nothing, leave cleanly
     async with contextlib.AsyncExitStack() as stack:
         try:
             runtime = await stack.enter_async_context(

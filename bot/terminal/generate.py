@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 from aiohttp import web
 
+from bot.core import interrupts
 from bot.core.config import Settings
 from bot.core.job import Job, JobState, plausible_money, plausible_time
 from bot.core.jobs import ImageFile, Origin
@@ -245,6 +246,9 @@ class Interruption:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._on_signal, sig)
+        if interrupts.pending() is not None:
+            # Ctrl-C while reelbot was starting: nothing was created or sent yet.
+            raise KeyboardInterrupt
 
     def _on_signal(self, sig: signal.Signals) -> None:
         self.signal_name = sig.name
