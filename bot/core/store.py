@@ -79,6 +79,8 @@ def _sqlite_path(url: str) -> Path | None:
 
 #: Fields a caller may change through `Store.update` (money and queue columns belong to
 #: bot.core.controls, which writes them in its own transactions).
+#: The largest id the jobs table can hold (`sa.Integer`: int4 on PostgreSQL).
+MAX_JOB_ID = 2**31 - 1
 UPDATABLE = frozenset(
     c.name
     for c in jobs_table.columns
@@ -368,6 +370,10 @@ class Store:
         return []
 
     async def get(self, job_id: int) -> Job | None:
+        """The job, or None; also for an id no job can have (a button's id is the member's
+        to send, and one beyond the id column's range is a driver error, not "no such job")."""
+        if not 0 < job_id <= MAX_JOB_ID:
+            return None
         async with self.engine.connect() as conn:
             row = (await conn.execute(jobs_table.select().where(jobs_table.c.id == job_id))).first()
         return None if row is None else _row_to_job(row)

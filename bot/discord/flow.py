@@ -288,7 +288,9 @@ async def cancel(bot: ReelBot, interaction: discord.Interaction, job_id: int) ->
     runtime = bot.require_runtime()
     assert runtime.controls is not None
     manager = bool(getattr(interaction.permissions, "manage_guild", False))
-    done, message = await runtime.controls.cancel(job_id, str(interaction.user.id), manager=manager)
+    done, message = await runtime.controls.cancel(
+        job_id, str(interaction.user.id), manager=manager, guild_id=str(interaction.guild_id)
+    )
     job = await runtime.jobs.get(job_id) if done else None
     if job is None:
         await interaction.response.send_message(message, ephemeral=True)

@@ -373,7 +373,12 @@ async def threshold_alerts(
         return []
     out: list[tuple[str, str]] = []
     period_keys = {day_key(now), month_start_key(now)}
-    kept = {k: v for k, v in controls.alerted.items() if k.rsplit(":", 1)[-1] in period_keys}
+    kept = {
+        k: v
+        for k, v in controls.alerted.items()
+        # The balance warning's key is the service's to expire (it is not a cap's period).
+        if k.startswith("balance:") or k.rsplit(":", 1)[-1] in period_keys
+    }
     changed = kept != controls.alerted
     for cap in caps:
         if cap.member_id is not None or cap.guild_id is None or cap.value <= 0:

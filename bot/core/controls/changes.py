@@ -134,7 +134,8 @@ class Changes:
 
     async def add_word(self, guild_id: str, actor_id: str, phrase: str) -> bool:
         phrase = " ".join(phrase.split())
-        if not phrase or len(phrase) > MAX_WORD_LENGTH:
+        # A phrase that normalises to nothing (zero-width characters only) would match nothing.
+        if not normalise(phrase) or len(phrase) > MAX_WORD_LENGTH:
             raise SettingInvalid(f"phrase: 1 to {MAX_WORD_LENGTH} characters")
 
         def change(c: GuildControls) -> tuple[str | None, str | None]:

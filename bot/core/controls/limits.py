@@ -91,7 +91,8 @@ def parse_value(name: str, text: str) -> int | None:
             return parse_usd(cleaned)
         except MoneyInvalid as exc:
             raise SettingInvalid(f"value: {exc}; or `off`") from None
-    if not cleaned.isdigit() or len(cleaned) > 9:
+    # isdecimal, not isdigit: "²" is a digit to Python but int() refuses it (a crash).
+    if not cleaned.isdecimal() or len(cleaned) > 9:
         raise SettingInvalid(
             f"value: {text!r} is not a whole number of {limit.unit.value}; use 0..{limit.maximum} "
             "or `off`"

@@ -8,11 +8,17 @@ better; rounding happens only when a figure is shown.
 
 from __future__ import annotations
 
+import re
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, InvalidOperation
 
 MICROS = 1_000_000
 #: A spend cap beyond this is a typo, not a budget (and keeps sums far from 2^63).
 MAX_MICROS = 10_000_000 * MICROS
+
+
+#: Commas only as thousands separators: "1,5" is a decimal comma (one and a half dollars),
+#: and reading it as $15 would set a cap ten times what the admin meant.
+_GROUPED = re.compile(r"[0-9]{1,3}(,[0-9]{3})+(\.[0-9]*)?")
 
 
 class MoneyInvalid(ValueError):
@@ -21,18 +27,28 @@ class MoneyInvalid(ValueError):
 
 def parse_usd(text: str) -> int:
     """`"12.5"`, `"$0.40"`, `"3"` → micro-dollars; at most six decimals, never negative."""
-    cleaned = text.strip().removeprefix("$").replace(",", "").strip()
+    cleaned = text.strip().removeprefix("$").strip()
+    if "," in cleaned:
+        if not _GROUPED.fullmatch(cleaned):
+            raise MoneyInvalid(f"{text!r}: write cents with a point (for example 1.50)")
+        cleaned = cleaned.replace(",", "")
+    not_amount = f"{text!r} is not an amount in USD (for example 5 or 12.50)"
+    if "_" in cleaned:  # Python's digit separator, which Decimal accepts; an amount has none
+        raise MoneyInvalid(not_amount)
     try:
         value = Decimal(cleaned)
     except InvalidOperation:
-        raise MoneyInvalid(f"{text!r} is not an amount in USD (for example 5 or 12.50)") from None
+        raise MoneyInvalid(not_amount) from None
     if not value.is_finite() or value < 0:
         raise MoneyInvalid(f"{text!r} must be a positive amount in USD")
-    micros = value * MICROS
-    if micros != micros.to_integral_value():
-        raise MoneyInvalid(f"{text!r} has more than six decimals")
-    if micros > MAX_MICROS:
+    # Compared before multiplying: `1e999999999` is a finite Decimal whose product with
+    # MICROS overflows the context (decimal.Overflow, not a refusal).
+    if value > MAX_MICROS // MICROS:
         raise MoneyInvalid(f"{text!r} is more than ${MAX_MICROS // MICROS:,}")
+    # Quantized, not multiplied: `1e-999999999` * MICROS underflows to 0 and would pass.
+    if value != value.quantize(Decimal(1) / MICROS):
+        raise MoneyInvalid(f"{text!r} has more than six decimals")
+    micros = value * MICROS
     return int(micros)
 
 

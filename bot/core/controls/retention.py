@@ -14,6 +14,7 @@ import logging
 import sqlalchemy as sa
 
 from bot.core.clock import Clock
+from bot.core.controls.limits import LIMITS
 from bot.core.job import TERMINAL, JobState
 from bot.core.store import Store, jobs_table
 
@@ -23,6 +24,16 @@ BATCH = 500
 MAX_BATCHES = 200
 #: How often the background pass runs (seconds).
 EVERY = 3600.0
+
+
+#: The cooldown is read from a member's last job, so no job younger than the longest
+#: cooldown is pruned, whatever JOB_RETENTION_DAYS says (it may be 1; a cooldown, 7 days).
+KEEP_AT_LEAST = float(LIMITS["member_cooldown_seconds"].maximum)
+
+
+def cutoff(now: float, *, days: int) -> float:
+    """Jobs that finished before this are pruned: `days` ago, but never within a cooldown."""
+    return min(now - days * 86400.0, now - KEEP_AT_LEAST)
 
 
 async def prune(
@@ -64,7 +75,7 @@ async def prune_forever(store: Store, clock: Clock, days: int, every: float = EV
     """The background pass: prune, then wait; errors are logged and retried next pass."""
     while True:
         try:
-            await prune(store, older_than=clock.now() - days * 86400.0)
+            await prune(store, older_than=cutoff(clock.now(), days=days))
         except Exception:
             log.exception("retention: pruning failed; will retry")
         await asyncio.sleep(every)

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: The balance warning is repeated at most this often (seconds) while 402s keep coming.
+BALANCE_ALERT_EVERY = 3600.0
 BALANCE_ALERT = (
     "⚠️ APIMart refused a video because the balance is empty or too low (402). "
     "Nothing was charged; top up the APIMart balance (`/videoadmin balance` shows it)."
@@ -181,12 +183,22 @@ class Controls:
             await self._send(channel_id, text)
 
     async def _balance_alert(self, guild_id: str) -> None:
+        """Once an hour per server at most: every job meeting an empty balance ends with a
+        402 (a draining queue meets it many times), and one warning says all there is."""
         if guild_id == NO_GUILD:
             return
-        async with self.store.engine.connect() as conn:
-            controls = await ledger.read(conn, guild_id)
-        if controls.alerts_channel:
-            await self._send(controls.alerts_channel, BALANCE_ALERT)
+        key = f"balance:{int(self.clock.now() // BALANCE_ALERT_EVERY)}"
+        async with self.store.transaction() as conn:
+            controls = await ledger.lock(conn, guild_id)
+            if not controls.alerts_channel or key in controls.alerted:
+                return
+            # Only the current hour's key is kept: the document is read on every admission.
+            for old in [k for k in controls.alerted if k.startswith("balance:")]:
+                del controls.alerted[old]
+            controls.alerted[key] = 100
+            await ledger.save(conn, guild_id, controls)
+            channel = controls.alerts_channel
+        await self._send(channel, BALANCE_ALERT)
 
     def _alert(self, channel_id: str, text: str) -> None:
         self._spawn(self._send(channel_id, text))
@@ -212,8 +224,14 @@ class Controls:
 
     # -- cancel --------------------------------------------------------------------------
 
-    async def cancel(self, job_id: int, actor_id: str, *, manager: bool) -> tuple[bool, str]:
-        """Cancel a queued job (its requester, or a member with Manage Server)."""
+    async def cancel(
+        self, job_id: int, actor_id: str, *, manager: bool, guild_id: str | None = None
+    ) -> tuple[bool, str]:
+        """Cancel a queued job (its requester, or a member with Manage Server in its server).
+
+        `manager` counts only where `guild_id` (the server the click came from) is the job's:
+        a button's id names just the job, and Manage Server elsewhere is no right to it.
+        """
         j = jobs_table.c
         now = self.clock.now()
         if not 0 < job_id < 2**31:  # a forged button: no such job (and no int4 overflow)
@@ -224,7 +242,8 @@ class Controls:
             ).first()
         if row is None:
             return False, "That job is no longer known."
-        if row.requester != actor_id and not manager:
+        manages_it = manager and guild_id is not None and guild_id == row.guild_id
+        if row.requester != actor_id and not manages_it:
             return False, "Only the member who asked for this video (or a moderator) can cancel it."
         async with self.store.transaction() as conn:
             await ledger.lock(conn, row.guild_id or NO_GUILD)
