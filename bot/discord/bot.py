@@ -23,6 +23,7 @@ from discord.ext import commands
 
 from bot.core.config import Settings
 from bot.core.runtime import Runtime
+from bot.discord import claims
 from bot.discord.attachments import AttachmentReader, CdnReader
 from bot.discord.notifier import DiscordNotifier
 from bot.discord.replies import report_error
@@ -52,7 +53,11 @@ def invite_url(application_id: int) -> str:
 
 
 class ReelTree(app_commands.CommandTree[Any]):
-    """One `on_error` for every command (as Red's `RedTree`): three kinds of failure."""
+    """One `on_error` for every command (as Red's `RedTree`): three kinds of failure; and one
+    claim per interaction, so that of several replicas one answers (`bot.discord.claims`)."""
+
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
+        return await claims.take(interaction)
 
     async def on_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError

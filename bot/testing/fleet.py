@@ -336,7 +336,6 @@ class Fleet:
                             found[int(custom_id.rsplit(":", 1)[1])].append(message)
         return dict(found)
 
-
     async def open_jobs(self) -> int:
         assert self.store is not None
         query = sa.text("SELECT count(*) FROM jobs WHERE NOT delivered")

@@ -4,6 +4,7 @@ A job row is about 0.8 KB and the table grew for ever. Caps and usage read the p
 aggregates (`usage_daily`), never the jobs, so pruning changes no report. Deletes go in
 small batches (one short transaction each), so a bot with millions of old rows never holds
 the database lock for long; the background loop runs a bounded number of batches per pass.
+The same pass drops interaction claims older than an hour (bot/core/interaction_claims.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 
 import sqlalchemy as sa
 
+from bot.core import interaction_claims
 from bot.core.clock import Clock
 from bot.core.controls.limits import LIMITS
 from bot.core.job import TERMINAL, JobState
@@ -72,10 +74,13 @@ async def prune(
 
 
 async def prune_forever(store: Store, clock: Clock, days: int, every: float = EVERY) -> None:
-    """The background pass: prune, then wait; errors are logged and retried next pass."""
+    """The background pass: prune old jobs and old interaction claims, then wait; errors are
+    logged and retried next pass."""
     while True:
         try:
-            await prune(store, older_than=cutoff(clock.now(), days=days))
+            now = clock.now()
+            await prune(store, older_than=cutoff(now, days=days))
+            await interaction_claims.prune(store, older_than=now - interaction_claims.KEEP_SECONDS)
         except Exception:
             log.exception("retention: pruning failed; will retry")
         await asyncio.sleep(every)
