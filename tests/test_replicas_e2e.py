@@ -44,8 +44,8 @@ SETTINGS = {
 async def world(tmp_path: Path) -> AsyncIterator[Fleet]:
     raw = os.environ["REELBOT_TEST_POSTGRES_URL"]
     url = Settings(_env_file=None, DATABASE_URL=raw).DATABASE_URL  # type: ignore[call-arg]
-    # Tasks of 240 simulated seconds at 60×: 4 s each.
-    async with fleet(url, tmp_path, settings=dict(SETTINGS)) as opened:
+    # Tasks of 240 simulated seconds at 120×: 2 s each.
+    async with fleet(url, tmp_path, settings=dict(SETTINGS), time_scale=120.0) as opened:
         yield opened
 
 
@@ -84,9 +84,7 @@ def _tag_of(job: dict[str, Any]) -> int:
 
 
 async def test_two_replicas_answer_every_interaction_once(world: Fleet) -> None:
-    await world.sync()
-    await world.start_worker("replica-a")
-    await world.start_worker("replica-b")
+    await asyncio.gather(world.sync(globally=True), world.start_workers("replica-a", "replica-b"))
     sent: list[str] = []
 
     # 1. Eight /video commands at once (four in one server: the member's two slots run, two
@@ -184,3 +182,48 @@ async def test_two_replicas_answer_every_interaction_once(world: Fleet) -> None:
     if tracebacks:
         problems.append(f"{tracebacks} tracebacks in the workers' logs")
     assert not problems, "\n".join(problems) + "\n" + world.logs()
+
+
+@pytest.fixture
+async def one_channel(tmp_path: Path) -> AsyncIterator[Fleet]:
+    """One server, one channel, and a fake Discord that enforces 5 requests per 5 s there."""
+    raw = os.environ["REELBOT_TEST_POSTGRES_URL"]
+    url = Settings(_env_file=None, DATABASE_URL=raw).DATABASE_URL  # type: ignore[call-arg]
+    options: dict[str, Any] = {
+        "guilds": 1,
+        "settings": dict(SETTINGS),
+        "discord_options": {"channel_limit": (5, 5.0)},
+    }
+    async with fleet(url, tmp_path, **options) as opened:
+        yield opened
+
+
+async def test_two_workers_share_one_channel_budget(one_channel: Fleet) -> None:
+    """Nine jobs held by two workers end together in one channel: Discord's bucket belongs
+    to the bot token, so the two together may send 5 per 5 s, not 5 each."""
+    world = one_channel
+    a, b = await world.start_workers("replica-a", "replica-b")
+    # 180 simulated seconds at 60×: all end about 3 s from now, after both hold a share.
+    tags = await world.add_running(9, [180.0])
+
+    async def shared_out() -> bool:
+        owners = {r["owner"] for r in await world.rows() if not r["delivered"]}
+        return {a.worker_id, b.worker_id} <= owners
+
+    await _until("both workers holding jobs", world, shared_out, timeout=10)
+    try:
+        async with asyncio.timeout(40):
+            while await world.open_jobs():
+                await asyncio.sleep(0.25)
+    except TimeoutError:
+        raise AssertionError(f"jobs left undelivered\n{world.logs()}") from None
+    await asyncio.sleep(1.0)
+
+    buckets = world.discord.channel_buckets
+    assert buckets is not None
+    most, refused = buckets.max_in_window(), buckets.rejected
+    posters = Counter(r["owner"] for r in await world.rows())
+    print(f"most requests in one 5 s window: {most}; 429s: {refused}; owners {posters}")
+    results = world.results()
+    assert {t: results.get(t, 0) for t in tags} == dict.fromkeys(tags, 1)
+    assert (most, refused) == (5, 0), world.logs()

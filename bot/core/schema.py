@@ -142,5 +142,16 @@ interaction_claims = sa.Table(
     sa.Column("claimed_at", sa.Float, nullable=False, index=True),
 )
 
+#: Shared send windows (bot/core/send_window.py): `limit` slot rows per key (a Discord
+#: channel), each holding the time it was last taken. A slot is taken only once its time is a
+#: whole window old, so no window ever holds more than `limit` sends, whichever worker sent.
+send_slots = sa.Table(
+    "send_slots",
+    metadata,
+    sa.Column("key", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("slot", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("sent_at", sa.Float, nullable=False, index=True),
+)
+
 #: Lease bookkeeping is written by `bot.core.leases` only, never through `Store.update`.
 LEASE_COLUMNS = frozenset({"owner", "lease_until", "next_poll_at", "fence", "poked_at"})

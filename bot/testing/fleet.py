@@ -66,6 +66,8 @@ class Fleet:
     guilds: int = 3
     time_scale: float = 60.0
     settings: dict[str, str] = field(default_factory=dict)
+    #: Options for the fake Discord (`channel_limit=(5, 5.0)` enforces the channel bucket).
+    discord_options: dict[str, Any] = field(default_factory=dict)
     api: FakeApimart = field(init=False)
     discord: FakeDiscord = field(init=False)
     api_url: str = ""
@@ -87,7 +89,7 @@ class Fleet:
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
         self.api_url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-        self.discord = FakeDiscord(token=TOKEN)
+        self.discord = FakeDiscord(token=TOKEN, **self.discord_options)
         for number in range(self.guilds):
             guild = self.discord.add_guild(f"Reel Club {number}")
             channel = self.discord.add_text_channel(int(guild["id"]), "videos")
@@ -141,8 +143,14 @@ class Fleet:
         )
         return Worker(name, proc, log)
 
-    async def sync(self) -> None:
-        """Register the slash commands in every guild (needed only for `slash`)."""
+    async def sync(self, *, globally: bool = False) -> None:
+        """Register the slash commands in every guild (needed only for `slash`); `globally`:
+        once for all guilds (one process instead of one per guild)."""
+        if globally:
+            sync = await self.reelbot("sync-global", "sync")
+            if await sync.proc.wait() != 0:
+                raise RuntimeError(sync.log.read_text(errors="replace")[-2000:])
+            return
         for guild_id, _ in self.channels:
             sync = await self.reelbot(f"sync-{guild_id}", "sync", "--guild", str(guild_id))
             if await sync.proc.wait() != 0:
@@ -167,6 +175,23 @@ class Fleet:
         except (TimeoutError, AssertionError) as exc:
             raise RuntimeError(f"{name} did not start:\n{self.logs()[-3000:]}") from exc
         return worker
+
+    async def start_workers(self, *names: str, timeout: float = 40.0) -> list[Worker]:
+        """Start several `reelbot run` at once; wait until all are connected and registered."""
+        ready = self.discord.ready_count
+        started = [await self.reelbot(name, "run") for name in names]
+        self.workers += started
+        try:
+            await self.discord.wait_connected(timeout=timeout, ready_count=ready + len(names))
+            async with asyncio.timeout(timeout):
+                for worker in started:
+                    while worker.worker_id is None:
+                        worker.worker_id = await self._worker_id(worker.pid)
+                        if worker.worker_id is None:
+                            await asyncio.sleep(0.1)
+        except (TimeoutError, AssertionError) as exc:
+            raise RuntimeError(f"{names} did not start:\n{self.logs()[-3000:]}") from exc
+        return started
 
     async def _worker_id(self, pid: int) -> str | None:
         assert self.store is not None
