@@ -25,6 +25,7 @@ from bot.core.controls.prices import read_prices_file
 from bot.core.controls.queue import Dispatcher
 from bot.core.controls.retention import prune_forever
 from bot.core.controls.service import Controls
+from bot.core.fetch import fetch_session
 from bot.core.health import Readiness
 from bot.core.http import HttpListener
 from bot.core.identify import IdentifyGate
@@ -51,7 +52,10 @@ POLLER_STALE = 30.0
 @dataclass
 class Runtime:
     settings: Settings
+    #: APIMart's session (the operator's APIMART_BASE_URL, wherever it points).
     session: aiohttp.ClientSession
+    #: Other people's URLs (attachments, finished videos): confined by `bot.core.fetch`.
+    fetch_session: aiohttp.ClientSession
     store: Store
     api: ApimartClient
     poller: Poller
@@ -178,7 +182,10 @@ async def open_runtime(
     # APIMart's request logs. It names a process, nothing secret.
     headers = {"User-Agent": f"reelbot ({worker_id})"}
     try:
-        async with aiohttp.ClientSession(headers=headers) as session:
+        async with (
+            aiohttp.ClientSession(headers=headers) as session,
+            fetch_session(allow_local=settings.ALLOW_LOCAL_FETCH) as fetcher,
+        ):
             store = await open_store(url)
             try:
                 api: ApimartClient = MeteredApimartClient(
@@ -246,6 +253,7 @@ async def open_runtime(
                 runtime = Runtime(
                     settings,
                     session,
+                    fetcher,
                     store,
                     api,
                     poller,

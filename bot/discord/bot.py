@@ -124,10 +124,10 @@ class ReelBot(commands.Bot):
             }
             notifier_kw.update(notifier_options or {})
             self.notifier = DiscordNotifier(
-                self, session=runtime.session, clock=runtime.clock, **notifier_kw
+                self, session=runtime.fetch_session, clock=runtime.clock, **notifier_kw
             )
             self.attachment_reader = CdnReader(
-                runtime.session, runtime.settings.attachment_policy()
+                runtime.fetch_session, runtime.settings.attachment_policy()
             )
             runtime.readiness.add("gateway", self.gateway_problem, ttl=0.0)
 
