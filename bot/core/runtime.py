@@ -29,6 +29,7 @@ from bot.core.fetch import fetch_session
 from bot.core.health import Readiness
 from bot.core.http import HttpListener
 from bot.core.identify import IdentifyGate
+from bot.core.interaction_claims import InteractionClaims
 from bot.core.jobs import JobService
 from bot.core.leases import Leases
 from bot.core.metrics import MeteredApimartClient, Metrics, Sampler
@@ -74,6 +75,10 @@ class Runtime:
     sampler: Sampler | None = None
     #: Community controls (caps, queue, usage); always on (defaults: 2 per member, 8 per server).
     controls: Controls | None = None
+    #: Who answers each front-end interaction (bot/core/interaction_claims.py): a bot on
+    #: PostgreSQL only. On SQLite one `reelbot run` holds the file lock, so no other process
+    #: receives the interaction and a claim would only add a write to SQLite's single writer.
+    interaction_claims: InteractionClaims | None = None
 
     @property
     def worker_id(self) -> str:
@@ -264,6 +269,8 @@ async def open_runtime(
                     webhook=WebhookServer(poller) if webhook else None,
                 )
                 runtime.controls = controls
+                if role == "bot" and not url.startswith("sqlite"):
+                    runtime.interaction_claims = InteractionClaims(store, worker_id, clock)
                 background = [
                     asyncio.create_task(dispatcher.run(), name="reelbot-queue"),
                     asyncio.create_task(
