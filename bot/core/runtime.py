@@ -35,8 +35,10 @@ from bot.core.leases import Leases
 from bot.core.metrics import MeteredApimartClient, Metrics, Sampler
 from bot.core.owner import owned_elsewhere
 from bot.core.poller import Notifier, Poller, RateLimiter, Schedule
+from bot.core.reroll import REROLL_GUARD_S
 from bot.core.schedule import AdaptiveSchedule
 from bot.core.scrub import register_secret
+from bot.core.send_window import SharedWindow
 from bot.core.store import Store, open_store
 from bot.core.webhook import WebhookServer
 from bot.core.webhook_health import WebhookHealth
@@ -271,6 +273,7 @@ async def open_runtime(
                 runtime.controls = controls
                 if role == "bot" and not url.startswith("sqlite"):
                     runtime.interaction_claims = InteractionClaims(store, worker_id, clock)
+                    jobs.shared_rerolls = SharedWindow(store, clock, limit=1, per=REROLL_GUARD_S)
                 background = [
                     asyncio.create_task(dispatcher.run(), name="reelbot-queue"),
                     asyncio.create_task(

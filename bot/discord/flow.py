@@ -249,10 +249,14 @@ async def reroll(bot: ReelBot, interaction: discord.Interaction, job_id: int) ->
         if isinstance(source, str):
             await interaction.response.send_message(source, ephemeral=True)
             return
+        if not await jobs.hold_reroll(job_id):  # the same guard, across workers
+            await interaction.response.send_message(ALREADY_REROLLING, ephemeral=True)
+            return
         job = await start(bot, interaction, source.request, [], media_at=media_time(source))
         started = job is not None
     finally:
         claim.release(started)
+        await jobs.release_reroll(job_id, started=started)
 
 
 async def details(bot: ReelBot, interaction: discord.Interaction, job_id: int) -> None:
