@@ -29,6 +29,7 @@ from bot.core.apimart import (
     TaskNotFound,
 )
 from bot.core.clock import Clock
+from bot.core.deadline import deadline_in
 from bot.core.job import Job, JobState, plausible_duration
 from bot.core.progress import duration_text
 from bot.core.ratelimit import MAX_PAUSE as MAX_PAUSE  # re-exported: it is the poller's
@@ -200,6 +201,9 @@ class Poller:
         self.limiter = limiter
         self.concurrency = concurrency
         self._heap: list[tuple[float, int, int]] = []
+        #: (deadline, job id): when each job's age limit (`max_age`) runs out, so a job waiting
+        #: out a rate-limit pause at that moment is ended then, not after the pause.
+        self._deadlines: list[tuple[float, int]] = []
         self._seq = itertools.count()
         self._tracked: dict[int, Tracked] = {}
         self._by_task: dict[str, int] = {}
@@ -251,6 +255,7 @@ class Poller:
         tracked.last_progress_at = begun
         self._tracked[job.id] = tracked
         self._by_task[job.task_id] = job.id
+        self._watch_deadline(tracked)
         now = self.clock.now()
         hinted = self._early_hints.pop(job.task_id, None)
         if hinted is not None and now - hinted <= EARLY_HINT_TTL:
@@ -396,14 +401,70 @@ class Poller:
 
     # -- the loop's parts -------------------------------------------------------------------
 
+    def _deadline(self, tracked: Tracked) -> float:
+        """When the job's age limit runs out (clock time)."""
+        return tracked.started + self.max_age
+
+    def _watch_deadline(self, tracked: Tracked, at: float | None = None) -> None:
+        if len(self._deadlines) > 2 * len(self._tracked) + 64:  # drop finished jobs' entries
+            self._deadlines = [
+                d
+                for d in self._deadlines
+                if (t := self._tracked.get(d[1])) and self._deadline(t) == d[0]
+            ]
+            heapq.heapify(self._deadlines)
+        heapq.heappush(self._deadlines, (self._deadline(tracked), tracked.job.id))
+        self._wake.set()
+
     def _push(self, tracked: Tracked, due: float) -> None:
+        # Never planned past the job's deadline: its last look (or its end) comes on time.
+        due = min(due, self._deadline(tracked))
         tracked.due = due
         heapq.heappush(self._heap, (due, next(self._seq), tracked.job.id))
         if self._heap[0][2] == tracked.job.id:
             self._wake.set()
 
+    def _end_overdue(self, now: float) -> None:
+        """Jobs whose age limit ran out while a rate-limit pause holds every poll end now.
+
+        A job past its deadline that is polled ends after that poll (`_poll_once`); one that
+        cannot be polled because APIMart asked everyone to wait (429, Retry-After) would
+        otherwise wait out the pause first: `generate --timeout 8` once ran 65 s. Without a
+        pause it is simply due (its due time is capped at the deadline) and gets its last look;
+        it is checked again each second until that look is taken.
+        """
+        while self._deadlines and self._deadlines[0][0] <= now:
+            deadline, job_id = heapq.heappop(self._deadlines)
+            tracked = self._tracked.get(job_id)
+            if tracked is None or self._deadline(tracked) != deadline:
+                continue  # finished, or another life of the same job
+            if tracked.due == float("inf"):
+                continue  # a poll is in flight: it ends the job when it returns
+            if self.limiter.paused_until > now:
+                tracked.due = float("inf")  # out of the queues: nothing else may start it
+                self._spawn(
+                    self._give_up_quietly(
+                        tracked,
+                        f"APIMart asked reelbot to wait (rate limit) past the job's "
+                        f"{duration_text(self.max_age)} limit.",
+                    )
+                )
+            else:
+                heapq.heappush(self._deadlines, (deadline, job_id))
+                break  # looked at again in a second (`_next_timeout`)
+
+    async def _give_up_quietly(self, tracked: Tracked, why: str) -> None:
+        """`_give_up` from the loop: a store that fails is logged, the end delivered anyway."""
+        try:
+            await self._give_up(tracked, why)
+        except LeaseLost:
+            self.forget(tracked.job.id)
+        except Exception:
+            log.exception("job %s: could not record the end of its time", tracked.job.id)
+
     def _start_due(self, now: float) -> None:
         """Move due jobs into the ready line; spend each token there is on the best of it."""
+        self._end_overdue(now)
         while self._heap and self._heap[0][0] <= now:
             due, _, job_id = heapq.heappop(self._heap)
             tracked = self._tracked.get(job_id)
@@ -445,6 +506,8 @@ class Poller:
             timeout = min(timeout, self._token_wait)
         if self._dirty:
             timeout = min(timeout, max(0.0, self._last_flush + PROGRESS_FLUSH_EVERY - now))
+        if self._deadlines:  # a deadline already passed is re-checked each second
+            timeout = min(timeout, max(self._deadlines[0][0] - now, 0.0) or 1.0)
         return min(timeout, HEARTBEAT_EVERY)
 
     def _spawn(self, coro: Any) -> None:
@@ -556,8 +619,11 @@ class Poller:
                 await self.limiter.acquire()
             self.requests += 1
             tracked.polls += 1
-            tracked.last_poll_at = self.clock.now()
-            info = await self.api.get_task(job.task_id)
+            tracked.last_poll_at = now = self.clock.now()
+            # The client's retry sleeps end within the job's deadline and one poll interval.
+            max_interval = getattr(self.schedule, "max_interval", MAX_PAUSE)
+            with deadline_in(min(self._deadline(tracked) - now, max_interval)):
+                info = await self.api.get_task(job.task_id)
         except RateLimited as exc:
             self.errors += 1
             self.limiter.penalize(exc.retry_after)
