@@ -75,6 +75,11 @@ POKE_MIN_GAP = 1.0
 DELIVERY_CONCURRENCY = 4
 #: The loop wakes at least this often (seconds), so `heartbeat` proves it is alive (/readyz).
 HEARTBEAT_EVERY = 5.0
+#: A member who just looked their jobs up (`/video jobs`) is watching them for this long
+#: (seconds): their polls go first while the budget is short (`Poller.watch`).
+WATCH_AFTER_LOOKUP = 300.0
+#: Jobs marked watched before this worker follows them (the submit is on its way), at most.
+MAX_EARLY_WATCHES = 4096
 
 
 class TaskReader(Protocol):
@@ -208,6 +213,8 @@ class Poller:
         self._tracked: dict[int, Tracked] = {}
         self._by_task: dict[str, int] = {}
         self._early_hints: dict[str, float] = {}
+        #: job id -> watched until (clock time), for jobs not followed here yet (`watch`).
+        self._early_watches: dict[int, float] = {}
         self._inflight: set[asyncio.Task[None]] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._retries: set[asyncio.Task[None]] = set()
@@ -256,6 +263,9 @@ class Poller:
         self._tracked[job.id] = tracked
         self._by_task[job.task_id] = job.id
         self._watch_deadline(tracked)
+        watched = self._early_watches.pop(job.id, None)
+        if watched is not None:
+            tracked.extra["watched_until"] = watched
         now = self.clock.now()
         hinted = self._early_hints.pop(job.task_id, None)
         if hinted is not None and now - hinted <= EARLY_HINT_TTL:
@@ -310,6 +320,34 @@ class Poller:
             self._ready.add(job_id, tracked.due, *priority_of(self.schedule, tracked, tracked.due))
             self._wake.set()
         return True
+
+    def watch(self, job_id: int, until: float) -> None:
+        """Someone is looking at this job until `until` (clock time; `math.inf`: its whole
+        life): while the budget is short its polls go ahead of unwatched ones (the schedule's
+        `priority`), never past anyone's `POLL_MAX_INTERVAL` (`Schedule.latest`).
+
+        Signals, cheap and real: `reelbot generate` in the foreground (its whole life), and a
+        member's `/video jobs` lookup (`WATCH_AFTER_LOOKUP`). A job not followed here yet (its
+        submit is on the way) is remembered until it is. The mark lives in this worker: the
+        terminal follows its own job itself, and with several bot workers a lookup marks the
+        jobs that worker holds (a few minutes' hint is not worth a column and a migration).
+        """
+        tracked = self._tracked.get(job_id)
+        if tracked is None:
+            now = self.clock.now()
+            if len(self._early_watches) >= MAX_EARLY_WATCHES:
+                self._early_watches = {j: u for j, u in self._early_watches.items() if u > now}
+                if len(self._early_watches) >= MAX_EARLY_WATCHES:
+                    return
+            self._early_watches[job_id] = max(until, self._early_watches.get(job_id, until))
+            return
+        before = tracked.extra.get("watched_until", 0.0)
+        tracked.extra["watched_until"] = max(before, until)
+        now = self.clock.now()
+        if before <= now < until and tracked.due <= now:
+            # Already waiting for a token with an unwatched priority: line up again.
+            self._ready.add(job_id, tracked.due, *priority_of(self.schedule, tracked, tracked.due))
+            self._wake.set()
 
     def replan(self) -> None:
         """The schedule changed its mind (the webhook went quiet): plan every waiting poll
@@ -728,6 +766,7 @@ class Poller:
     def _untrack(self, tracked: Tracked) -> None:
         job = tracked.job
         self._tracked.pop(job.id, None)
+        self._early_watches.pop(job.id, None)
         self._dirty.pop(job.id, None)
         if job.task_id is not None:
             self._by_task.pop(job.task_id, None)

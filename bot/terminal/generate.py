@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import shutil
 import signal
@@ -314,6 +315,8 @@ async def run_generate(
         )
         origin = Origin(**terminal_origin(runtime.clock.now()))
         job = await runtime.jobs.create(request, origin=origin)
+        # Someone stares at this terminal for the job's whole life: its polls go first.
+        runtime.poller.watch(job.id, math.inf)
         # --timeout bounds the submit's retry waits too (a 429 asking for 30 s, thrice).
         with deadline_in(settings.JOB_TIMEOUT):
             launch = asyncio.create_task(runtime.jobs.launch(job, files))
