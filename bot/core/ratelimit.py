@@ -120,8 +120,13 @@ class RateLimiter:
         self._paused_until = max(self._paused_until, min(until, now + self.max_pause))
 
     def hold_until(self, until: float) -> None:
-        """Send nothing before `until` (a joining worker waits until the others make room)."""
-        self._pause_until(until)
+        """Send nothing before `until` (a joining worker waits until the others make room).
+
+        Our own bounded wait (one heartbeat and a little), not an outside value: not capped
+        by `max_pause`, which may be shorter (a test's POLL_MAX_INTERVAL of 0.5 s).
+        """
+        if until > self._paused_until:  # also False for NaN
+            self._paused_until = until
 
     def slow_down(self, until: float, factor: float) -> None:
         """Another worker saw a 429: pause until `until`, then go on at `factor` of the max.
