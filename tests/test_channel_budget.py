@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.discord.channel_budget import ChannelBudget, Priority
+import pytest
+
+from bot.core.send_window import KEEP_SECONDS, SharedWindow, prune
+from bot.core.store import Store
+from bot.discord.channel_budget import SHARED_MAX_WAIT, ChannelBudget, Priority
 from bot.testing.clock import ManualClock
 from bot.testing.fake_discord.buckets import ChannelBuckets
 
@@ -86,3 +90,85 @@ def test_fake_discord_bucket_answers_429_beyond_five_in_five_seconds() -> None:
     assert buckets.check("GET", path, at=105.1) is None  # reads are not messages
     assert buckets.max_in_window(5.0) == 6  # every arrival counts, refused or not
     assert buckets.rejected == 1
+
+
+# -- the shared window (several workers on PostgreSQL) ------------------------------------------
+
+
+class Refusing:
+    """A shared window that never has room (other workers flood the channel)."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    async def take(self, key: int, *, keep_free: int = 0) -> float | None:
+        self.asked += 1
+        return 1.0
+
+
+class Broken:
+    """A shared window whose database is gone."""
+
+    async def take(self, key: int, *, keep_free: int = 0) -> float | None:
+        raise OSError("connection refused")
+
+
+async def test_a_failing_shared_window_falls_back_to_the_local_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = ManualClock(start=0.0)
+    budget = ChannelBudget(clock, limit=5, per=5.0, shared=Broken())  # type: ignore[arg-type]
+    for _ in range(5):
+        await asyncio.wait_for(budget.acquire(CHANNEL, Priority.RESULT), 1)
+    assert await budget.confirm_progress(CHANNEL) is True
+    sixth = asyncio.create_task(budget.acquire(CHANNEL, Priority.RESULT))
+    await settle()
+    assert not sixth.done()  # the local window still holds
+    await clock.advance(5.0)
+    await asyncio.wait_for(sixth, 1)
+    warnings = [r for r in caplog.records if "shared Discord channel budget" in r.getMessage()]
+    assert len(warnings) == 1  # one warning, not one per request
+
+
+async def test_a_result_is_never_held_back_for_ever_by_the_shared_window() -> None:
+    clock = ManualClock(start=0.0)
+    shared = Refusing()
+    budget = ChannelBudget(clock, limit=5, per=5.0, shared=shared)  # type: ignore[arg-type]
+    waiting = asyncio.create_task(budget.acquire(CHANNEL, Priority.RESULT))
+    await settle()
+    assert not waiting.done()
+    for _ in range(int(SHARED_MAX_WAIT) + 1):
+        await clock.advance(1.0)
+        await settle()
+    await asyncio.wait_for(waiting, 1)
+    assert shared.asked > 10
+    assert not await budget.confirm_progress(CHANNEL)  # progress is dropped, never forced
+
+
+async def test_the_shared_window_holds_across_workers(database_url: str) -> None:
+    if not database_url.startswith("postgresql"):
+        store = await Store.open(database_url)
+        with pytest.raises(ValueError, match="PostgreSQL"):
+            SharedWindow(store, ManualClock(), limit=5, per=5.0)
+        await store.close()
+        return
+    store = await Store.open(database_url)
+    clock = ManualClock(start=1_800_000_000.0)
+    try:
+        workers = [SharedWindow(store, clock, limit=5, per=5.0) for _ in range(2)]
+        # Twelve requests from two workers at once: five get a slot.
+        answers = await asyncio.gather(*(workers[n % 2].take(CHANNEL) for n in range(12)))
+        assert sum(1 for a in answers if a is None) == 5
+        assert all(a is None or 0 < a <= 5.0 for a in answers)
+        await clock.advance(2.0)
+        assert await workers[0].take(CHANNEL) == pytest.approx(3.0)
+        await clock.advance(3.0)
+        # A progress edit needs more than two free slots; five are free again.
+        taken = [await workers[1].take(CHANNEL, keep_free=2) is None for _ in range(4)]
+        assert taken == [True, True, True, False]
+        assert await workers[0].take(CHANNEL + 1) is None  # another channel: its own window
+        await clock.advance(KEEP_SECONDS + 1)
+        assert await prune(store, older_than=clock.now() - KEEP_SECONDS) == 10
+        assert await workers[0].take(CHANNEL) is None  # pruned rows are seeded again
+    finally:
+        await store.close()

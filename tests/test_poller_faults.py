@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from bot.core.apimart import ApimartError, InvalidRequest, ProtocolError, TaskIn
 from bot.core.clock import SystemClock
 from bot.core.job import Job, JobState
 from bot.core.poller import (
+    DELIVERY_ATTEMPTS,
     MAX_JOB_AGE,
     MAX_PAUSE,
     REFUSAL_LIMIT,
@@ -203,3 +205,36 @@ async def test_unreadable_rows_do_not_stop_the_others(tmp_path: Path) -> None:
         assert [j.id for j in await store.recent()] == [retired.id, good.id]
     finally:
         await store.close()
+
+
+async def test_a_delivery_that_keeps_failing_is_parked_after_its_attempts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every retry loop is bounded: a channel that refuses every post is tried
+    DELIVERY_ATTEMPTS times (about 1.5 hours of doubling waits), then left undelivered
+    for the next start, still in the shutdown hand-over."""
+    store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}")
+    clock = ManualClock()
+    tried_at: list[float] = []
+
+    class RefusingChannel(RecordingNotifier):
+        async def job_finished(self, job: Job) -> None:
+            tried_at.append(clock.now())
+            raise RuntimeError("403 Missing Access")
+
+    notifier = RefusingChannel()
+    poller = Poller(
+        ScriptedReader(DONE), store, notifier, clock, FixedSchedule(), RateLimiter(clock, 10.0)
+    )
+    job = await store.create(build_request(model="sora-2", prompt="p"), now=clock.now())
+    job = await store.update(job, state=JobState.COMPLETED, task_id="task_1")
+    await poller.deliver(job)
+    await clock.advance(24 * 3600.0)
+    assert len(tried_at) == DELIVERY_ATTEMPTS
+    assert tried_at[-1] - tried_at[0] > 3600  # an outage of an hour is outlived
+    assert max(b - a for a, b in itertools.pairwise(tried_at)) <= 300
+    assert [j.id for j in poller.delivery_pending()] == [job.id]
+    stored = await store.get(job.id)
+    assert stored is not None and not stored.delivered
+    assert f"not delivered after {DELIVERY_ATTEMPTS} attempts" in caplog.text
+    await store.close()

@@ -18,9 +18,11 @@ service and post it as a "video". So every fetch here:
 addresses, for the tests and the offline demo, whose stand-ins listen on 127.0.0.1. Private
 and link-local addresses stay refused even then.
 
-What this does not stop: a DNS answer that changes between our check and aiohttp's own lookup
-(rebinding). The window is milliseconds and the host lists keep attachment fetches on
-Discord's CDN; pinning the resolved address would need a custom connector per fetch.
+A DNS answer that changes between our check and aiohttp's own lookup (rebinding: public on
+the first question, 169.254.169.254 on the second) is stopped by `ConfinedResolver`: the
+session that fetches (`fetch_session`) resolves through it, so the address aiohttp connects to
+is itself checked, not only the one `check_url` saw. `check_url` stays, for the sentence it
+gives the member; the resolver is the lock.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 #: How long a connection to the other side may take to open (seconds).
 CONNECT_TIMEOUT = 10.0
@@ -143,6 +146,43 @@ def _address_refusal(address: str, *, allow_local: bool) -> str | None:
     if not ip.is_global:
         return "a non-public address"
     return None
+
+
+class ConfinedResolver(AbstractResolver):
+    """aiohttp's own resolver, minus every address `check_url` would refuse.
+
+    Installed on the fetching session's connector, so the answer that is checked is the
+    answer that is connected to: a second DNS answer cannot send the request elsewhere.
+    """
+
+    def __init__(self, *, allow_local: bool) -> None:
+        self.allow_local = allow_local
+        self._inner = aiohttp.ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        answers = await self._inner.resolve(host, port, family)
+        kept = [
+            a for a in answers if _address_refusal(a["host"], allow_local=self.allow_local) is None
+        ]
+        if not kept:
+            # An OSError is what aiohttp expects from a resolver: it becomes a connection error.
+            raise OSError(f"{host} resolves only to addresses reelbot does not fetch from")
+        return kept
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def fetch_session(*, allow_local: bool) -> aiohttp.ClientSession:
+    """The session every `fetch` goes through: its own connector, resolving via the confinement.
+
+    Separate from the APIMart session on purpose: an operator may point APIMART_BASE_URL at a
+    proxy on a private address, which fetches of other people's URLs must never reach.
+    """
+    connector = aiohttp.TCPConnector(resolver=ConfinedResolver(allow_local=allow_local))
+    return aiohttp.ClientSession(connector=connector)
 
 
 async def check_url(url: str, policy: FetchPolicy, *, what: str) -> None:

@@ -113,6 +113,15 @@ class Metrics:
             "Finished jobs found by polling that no callback had announced (since start).",
             registry=r,
         )
+        self.interaction_claims = Counter(
+            "reelbot_interaction_claims",
+            "Discord interactions this worker claimed (won), left to another replica (lost), "
+            "or could not claim for a database error (error: the member was asked to retry).",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("won", "lost", "error"):
+            self.interaction_claims.labels(outcome=outcome)
         self.sample_failures = Counter(
             "reelbot_metrics_sample_failures",
             "Samples of the database-wide gauges that failed or timed out.",

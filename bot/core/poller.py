@@ -49,6 +49,15 @@ NOT_FOUND_LIMIT = 3
 PROGRESS_FLUSH_EVERY = 2.0
 #: On shutdown, polls and deliveries under way get this long (seconds) to finish.
 DRAIN_TIMEOUT = 5.0
+#: Delivery attempts of one result in one process. The waits double from 5 s up to 5 minutes,
+#: so these last about 1.5 hours: a Discord outage is outlived, while a channel that keeps
+#: failing for a reason nobody fixes is not hammered for ever. The result is then parked: its
+#: lease is kept (no other worker takes it up, to fail the same way) until this process
+#: stops, and the next start or another worker tries again from the first attempt.
+DELIVERY_ATTEMPTS = 24
+#: The first and the longest wait between two delivery attempts (seconds).
+DELIVERY_FIRST_WAIT = 5.0
+DELIVERY_LONGEST_WAIT = 300.0
 #: Answers that do not tell the job's state (a 404, a 401/403, an unreadable answer) in a row
 #: before the requester is told the job is delayed. The job is still followed, more and more
 #: slowly, until its age limit: a key can be fixed and a proxy can recover, and the task may
@@ -198,6 +207,7 @@ class Poller:
         max_age: float = MAX_JOB_AGE,
     ) -> None:
         self.max_age = max_age
+        self.delivery_attempts = DELIVERY_ATTEMPTS
         self.api = api
         self.store = store
         self.notifier = notifier
@@ -871,7 +881,9 @@ class Poller:
             async with self._deliveries:  # bounded: each one holds a video and an upload
                 await self.notifier.job_finished(job)
         except Exception:
-            delay = min(300.0, 5.0 * 2**attempt)
+            if self._park(job, attempt + 1):
+                return
+            delay = min(DELIVERY_LONGEST_WAIT, DELIVERY_FIRST_WAIT * 2**attempt)
             log.exception("job %s: delivering the result failed; retrying in %.0fs", job.id, delay)
             if not self._stopping:
                 retry = asyncio.create_task(self._redeliver(job, attempt + 1, delay))
@@ -890,6 +902,22 @@ class Poller:
             # The requester has the result; only the flag is missing (a restart would post it
             # again). Log loudly rather than retry the delivery itself.
             log.exception("job %s: delivered, but recording that failed", job.id)
+
+    def _park(self, job: Job, attempts: int) -> bool:
+        """After the last attempt: stop retrying in this process (see DELIVERY_ATTEMPTS).
+
+        The job stays undelivered in the table (`reelbot jobs` shows it) and in the shutdown
+        hand-over, so the next start, or the worker that takes it then, tries again.
+        """
+        if attempts < self.delivery_attempts:
+            return False
+        log.error(
+            "job %s: result not delivered after %d attempts; left undelivered until the next start",
+            job.id,
+            attempts,
+            exc_info=True,
+        )
+        return True
 
     async def _redeliver(self, job: Job, attempt: int, delay: float) -> None:
         """Wait, then deliver as a background task (a shutdown cancels only the wait)."""

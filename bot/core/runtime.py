@@ -25,9 +25,11 @@ from bot.core.controls.prices import read_prices_file
 from bot.core.controls.queue import Dispatcher
 from bot.core.controls.retention import prune_forever
 from bot.core.controls.service import Controls
+from bot.core.fetch import fetch_session
 from bot.core.health import Readiness
 from bot.core.http import HttpListener
 from bot.core.identify import IdentifyGate
+from bot.core.interaction_claims import InteractionClaims
 from bot.core.jobs import JobService
 from bot.core.leases import Leases
 from bot.core.metrics import MeteredApimartClient, Metrics, Sampler
@@ -50,7 +52,10 @@ POLLER_STALE = 30.0
 @dataclass
 class Runtime:
     settings: Settings
+    #: APIMart's session (the operator's APIMART_BASE_URL, wherever it points).
     session: aiohttp.ClientSession
+    #: Other people's URLs (attachments, finished videos): confined by `bot.core.fetch`.
+    fetch_session: aiohttp.ClientSession
     store: Store
     api: ApimartClient
     poller: Poller
@@ -70,6 +75,10 @@ class Runtime:
     sampler: Sampler | None = None
     #: Community controls (caps, queue, usage); always on (defaults: 2 per member, 8 per server).
     controls: Controls | None = None
+    #: Who answers each front-end interaction (bot/core/interaction_claims.py): a bot on
+    #: PostgreSQL only. On SQLite one `reelbot run` holds the file lock, so no other process
+    #: receives the interaction and a claim would only add a write to SQLite's single writer.
+    interaction_claims: InteractionClaims | None = None
 
     @property
     def worker_id(self) -> str:
@@ -177,7 +186,10 @@ async def open_runtime(
     # APIMart's request logs. It names a process, nothing secret.
     headers = {"User-Agent": f"reelbot ({worker_id})"}
     try:
-        async with aiohttp.ClientSession(headers=headers) as session:
+        async with (
+            aiohttp.ClientSession(headers=headers) as session,
+            fetch_session(allow_local=settings.ALLOW_LOCAL_FETCH) as fetcher,
+        ):
             store = await open_store(url)
             try:
                 api: ApimartClient = MeteredApimartClient(
@@ -245,6 +257,7 @@ async def open_runtime(
                 runtime = Runtime(
                     settings,
                     session,
+                    fetcher,
                     store,
                     api,
                     poller,
@@ -260,6 +273,8 @@ async def open_runtime(
                     webhook=WebhookServer(poller) if webhook else None,
                 )
                 runtime.controls = controls
+                if role == "bot" and not url.startswith("sqlite"):
+                    runtime.interaction_claims = InteractionClaims(store, worker_id, clock)
                 background = [
                     asyncio.create_task(dispatcher.run(), name="reelbot-queue"),
                     asyncio.create_task(

@@ -131,5 +131,27 @@ workers_table = sa.Table(
     sa.Column("slow_factor", sa.Float),
 )
 
+#: Which worker took each Discord interaction (bot/core/interaction_claims.py). Every replica
+#: of an unsharded bot receives every interaction; the one whose INSERT lands answers it.
+#: Rows are kept an hour (an interaction's token lives 15 minutes), then pruned.
+interaction_claims = sa.Table(
+    "interaction_claims",
+    metadata,
+    sa.Column("interaction_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("worker", sa.String(64), nullable=False),
+    sa.Column("claimed_at", sa.Float, nullable=False, index=True),
+)
+
+#: Shared send windows (bot/core/send_window.py): `limit` slot rows per key (a Discord
+#: channel), each holding the time it was last taken. A slot is taken only once its time is a
+#: whole window old, so no window ever holds more than `limit` sends, whichever worker sent.
+send_slots = sa.Table(
+    "send_slots",
+    metadata,
+    sa.Column("key", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("slot", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("sent_at", sa.Float, nullable=False, index=True),
+)
+
 #: Lease bookkeeping is written by `bot.core.leases` only, never through `Store.update`.
 LEASE_COLUMNS = frozenset({"owner", "lease_until", "next_poll_at", "fence", "poked_at"})

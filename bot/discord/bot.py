@@ -23,7 +23,10 @@ from discord.ext import commands
 
 from bot.core.config import Settings
 from bot.core.runtime import Runtime
+from bot.core.send_window import SharedWindow
+from bot.discord import claims
 from bot.discord.attachments import AttachmentReader, CdnReader
+from bot.discord.channel_budget import CHANNEL_LIMIT, CHANNEL_WINDOW
 from bot.discord.notifier import DiscordNotifier
 from bot.discord.replies import report_error
 from bot.discord.views import DYNAMIC_ITEMS, result_view, status_view
@@ -52,7 +55,11 @@ def invite_url(application_id: int) -> str:
 
 
 class ReelTree(app_commands.CommandTree[Any]):
-    """One `on_error` for every command (as Red's `RedTree`): three kinds of failure."""
+    """One `on_error` for every command (as Red's `RedTree`): three kinds of failure; and one
+    claim per interaction, so that of several replicas one answers (`bot.discord.claims`)."""
+
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
+        return await claims.take(interaction)
 
     async def on_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
@@ -70,6 +77,14 @@ class ChannelAlerts:
     async def alert(self, channel_id: str, text: str) -> None:
         channel = self.client.get_partial_messageable(int(channel_id))
         await channel.send(text[:2000], allowed_mentions=discord.AllowedMentions.none())
+
+
+def shared_channel_window(runtime: Runtime) -> SharedWindow | None:
+    """One per-channel Discord budget for all workers on PostgreSQL (they share the bot
+    token, so Discord's bucket); SQLite serves one process, whose own window is the whole."""
+    if runtime.store.engine.dialect.name != "postgresql":
+        return None
+    return SharedWindow(runtime.store, runtime.clock, limit=CHANNEL_LIMIT, per=CHANNEL_WINDOW)
 
 
 # reelbot never joins voice: don't warn every start that voice libraries are missing.
@@ -105,13 +120,14 @@ class ReelBot(commands.Bot):
             notifier_kw: dict[str, Any] = {
                 "on_rest_error": runtime.metrics.discord_rest_error,
                 "fetch_policy": runtime.settings.fetch_policy(),
+                "shared_window": shared_channel_window(runtime),
             }
             notifier_kw.update(notifier_options or {})
             self.notifier = DiscordNotifier(
-                self, session=runtime.session, clock=runtime.clock, **notifier_kw
+                self, session=runtime.fetch_session, clock=runtime.clock, **notifier_kw
             )
             self.attachment_reader = CdnReader(
-                runtime.session, runtime.settings.attachment_policy()
+                runtime.fetch_session, runtime.settings.attachment_policy()
             )
             runtime.readiness.add("gateway", self.gateway_problem, ttl=0.0)
 

@@ -53,6 +53,7 @@ from bot.core.clock import Clock
 from bot.core.fetch import RESULT_DOWNLOAD_TIMEOUT, FetchError, FetchPolicy, fetch
 from bot.core.job import Job, JobState
 from bot.core.ratelimit import TokenBucket
+from bot.core.send_window import SharedWindow
 from bot.discord import render
 from bot.discord.channel_budget import CHANNEL_LIMIT, ChannelBudget, Priority
 from bot.discord.custom_ids import is_result_button
@@ -176,10 +177,12 @@ class DiscordNotifier:
         channel_limit: int = CHANNEL_LIMIT,
         fetch_policy: FetchPolicy | None = None,
         on_rest_error: Callable[[int | None], None] | None = None,
+        shared_window: SharedWindow | None = None,
     ) -> None:
         self.client = client
-        #: Every request to a channel goes through its budget (results first).
-        self.channels = ChannelBudget(clock, limit=channel_limit)
+        #: Every request to a channel goes through its budget (results first); with
+        #: `shared_window` (PostgreSQL) the budget is shared by every worker.
+        self.channels = ChannelBudget(clock, limit=channel_limit, shared=shared_window)
         #: Told the HTTP status (None: no answer) of every failed REST call caught here;
         #: the runtime counts them in `/metrics`.
         self.on_rest_error = on_rest_error
@@ -225,7 +228,7 @@ class DiscordNotifier:
         rendered = render.status(job, self.clock.now())
         view = self.status_view(job) if self.status_view else None
         task = asyncio.create_task(
-            self._edit_status(job.id, where, rendered, view), name=f"reelbot-status-{job.id}"
+            self._progress_edit(job.id, where, rendered, view), name=f"reelbot-status-{job.id}"
         )
         self._edits[job.id] = task
         task.add_done_callback(functools.partial(self._edit_done, job.id))
@@ -304,6 +307,17 @@ class DiscordNotifier:
 
     def _channel(self, where: Destination) -> discord.PartialMessageable:
         return self.client.get_partial_messageable(where.channel_id, guild_id=where.guild_id)
+
+    async def _progress_edit(
+        self,
+        job_id: int,
+        where: Destination,
+        rendered: render.Rendered,
+        view: discord.ui.View | None,
+    ) -> None:
+        """A progress edit, if the (shared) channel budget still has room for it."""
+        if await self.channels.confirm_progress(where.channel_id):
+            await self._edit_status(job_id, where, rendered, view)
 
     async def _edit_status(
         self,

@@ -16,6 +16,7 @@ from bot.core.apimart import ApimartError, PaymentRequired
 from bot.core.jobs import refusal_message
 from bot.core.request import RequestInvalid
 from bot.discord import render
+from bot.discord.claims import gone_reason, is_gone
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,16 @@ async def report_error(
     not covered by `tree.on_error` (discord.py only logs their errors), so they call this too.
     """
     original = getattr(error, "original", error)
+    if is_gone(original):
+        # Another replica answered first, or the token expired: nobody can be told anything
+        # through this interaction, and it is no fault of ours. One line, no traceback.
+        log.info(
+            "%s: interaction %s %s; nothing more sent",
+            where,
+            interaction.id,
+            gone_reason(original),
+        )
+        return
     if isinstance(original, RequestInvalid):
         message = render.problems(original)
     elif isinstance(error, app_commands.CheckFailure | app_commands.TransformerError):

@@ -1,7 +1,8 @@
 """The persistent buttons under a result message, beside the notifier that posts them.
 
 The action and job id live in `custom_id`, so the buttons work after a restart; `ReelBot`
-registers `DYNAMIC_ITEMS` in `setup_hook` and hands `result_view` to the notifier.
+registers `DYNAMIC_ITEMS` in `setup_hook` and hands `result_view` to the notifier. Every
+button is `Claimed` first: of several replicas that receive a click, one handles it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import discord
 from bot.core.job import Job, JobState
 from bot.core.reroll import offers_reroll
 from bot.discord import flow
+from bot.discord.claims import Claimed
 from bot.discord.custom_ids import button_id
 from bot.discord.replies import report_error
 
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 
 
 class JobButton(
+    Claimed,
     discord.ui.DynamicItem[discord.ui.Button[Any]],
     template=r"reelbot:(?P<action>reroll|details):(?P<job_id>[0-9]+)",
 ):
@@ -61,6 +64,7 @@ class JobButton(
 
 
 class CancelButton(
+    Claimed,
     discord.ui.DynamicItem[discord.ui.Button[Any]],
     template=r"reelbot:cancel:(?P<job_id>[0-9]+)",
 ):

@@ -66,6 +66,8 @@ class Fleet:
     guilds: int = 3
     time_scale: float = 60.0
     settings: dict[str, str] = field(default_factory=dict)
+    #: Options for the fake Discord (`channel_limit=(5, 5.0)` enforces the channel bucket).
+    discord_options: dict[str, Any] = field(default_factory=dict)
     api: FakeApimart = field(init=False)
     discord: FakeDiscord = field(init=False)
     api_url: str = ""
@@ -87,7 +89,7 @@ class Fleet:
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
         self.api_url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-        self.discord = FakeDiscord(token=TOKEN)
+        self.discord = FakeDiscord(token=TOKEN, **self.discord_options)
         for number in range(self.guilds):
             guild = self.discord.add_guild(f"Reel Club {number}")
             channel = self.discord.add_text_channel(int(guild["id"]), "videos")
@@ -141,8 +143,14 @@ class Fleet:
         )
         return Worker(name, proc, log)
 
-    async def sync(self) -> None:
-        """Register the slash commands in every guild (needed only for `slash`)."""
+    async def sync(self, *, globally: bool = False) -> None:
+        """Register the slash commands in every guild (needed only for `slash`); `globally`:
+        once for all guilds (one process instead of one per guild)."""
+        if globally:
+            sync = await self.reelbot("sync-global", "sync")
+            if await sync.proc.wait() != 0:
+                raise RuntimeError(sync.log.read_text(errors="replace")[-2000:])
+            return
         for guild_id, _ in self.channels:
             sync = await self.reelbot(f"sync-{guild_id}", "sync", "--guild", str(guild_id))
             if await sync.proc.wait() != 0:
@@ -167,6 +175,23 @@ class Fleet:
         except (TimeoutError, AssertionError) as exc:
             raise RuntimeError(f"{name} did not start:\n{self.logs()[-3000:]}") from exc
         return worker
+
+    async def start_workers(self, *names: str, timeout: float = 40.0) -> list[Worker]:
+        """Start several `reelbot run` at once; wait until all are connected and registered."""
+        ready = self.discord.ready_count
+        started = [await self.reelbot(name, "run") for name in names]
+        self.workers += started
+        try:
+            await self.discord.wait_connected(timeout=timeout, ready_count=ready + len(names))
+            async with asyncio.timeout(timeout):
+                for worker in started:
+                    while worker.worker_id is None:
+                        worker.worker_id = await self._worker_id(worker.pid)
+                        if worker.worker_id is None:
+                            await asyncio.sleep(0.1)
+        except (TimeoutError, AssertionError) as exc:
+            raise RuntimeError(f"{names} did not start:\n{self.logs()[-3000:]}") from exc
+        return started
 
     async def _worker_id(self, pid: int) -> str | None:
         assert self.store is not None
@@ -272,7 +297,69 @@ class Fleet:
             tags.append(number)
         return tags
 
+    def slash_payload(
+        self, guild_index: int, *, user_id: int = USER_ID, subcommand: str = "sora"
+    ) -> tuple[int, dict[str, Any]]:
+        """One `/video <subcommand>` interaction (not yet sent): its tag number and payload.
+
+        `sora` carries a tagged prompt (4 s); other subcommands take no options."""
+        guild_id, channel_id = self.channels[guild_index % len(self.channels)]
+        number = self._take_tag() if subcommand == "sora" else 0
+        options = {"prompt": f"a heron {tag(number)}", "duration": 4} if number else {}
+        payload = self.discord.slash_interaction(
+            guild_id=guild_id,
+            channel_id=channel_id,
+            user_id=user_id,
+            command_name="video",
+            subcommand=subcommand,
+            options=options,
+        )
+        return number, payload
+
+    def click_payload(self, message: dict[str, Any], custom_id: str, user_id: int = USER_ID) -> Any:
+        """A click on a button of `message` (a message the fake holds)."""
+        channel_id = int(message["channel_id"])
+        guild_id = next(g for g, c in self.channels if c == channel_id)
+        return self.discord.component_interaction(
+            message_id=int(message["id"]),
+            custom_id=custom_id,
+            guild_id=guild_id,
+            channel_id=channel_id,
+            user_id=user_id,
+        )
+
+    async def send_together(self, payloads: list[dict[str, Any]]) -> None:
+        """Dispatch INTERACTION_CREATEs at once (every connected worker receives each)."""
+        await asyncio.gather(
+            *(self.discord.dispatch("INTERACTION_CREATE", payload) for payload in payloads)
+        )
+
     # -- what happened ----------------------------------------------------------------------
+
+    def callbacks(self) -> dict[str, list[tuple[int, Any]]]:
+        """Interaction id → [(status, answer body)] of every callback request a worker sent."""
+        by_id: dict[str, list[tuple[int, Any]]] = defaultdict(list)
+        for record in self.discord.requests:
+            parts = record.path.strip("/").split("/")
+            if record.method == "POST" and len(parts) == 4 and parts[0] == "interactions":
+                if parts[3] == "callback":
+                    by_id[parts[1]].append((record.status, record.response))
+        return dict(by_id)
+
+    def messages_with_button(self, prefix: str) -> dict[int, list[dict[str, Any]]]:
+        """Job id → the visible messages (any channel) carrying a `reelbot:<prefix>:<id>`
+        button: `details` finds result messages, `cancel` a queued job's status message."""
+        found: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for _, channel_id in self.channels:
+            for message in self.discord.messages.get(channel_id, []):
+                if int(message.get("flags") or 0) & 64:  # ephemeral: one member's view only
+                    continue
+                for row in message.get("components") or []:
+                    for item in row.get("components") or []:
+                        custom_id = str(item.get("custom_id") or "")
+                        if custom_id.startswith(f"reelbot:{prefix}:"):
+                            found[int(custom_id.rsplit(":", 1)[1])].append(message)
+        return dict(found)
 
     async def open_jobs(self) -> int:
         assert self.store is not None

@@ -4,6 +4,7 @@ from Discord's CDN."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator
@@ -13,7 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bot.core.fetch import FetchPolicy, FetchRefused, fetch
+from bot.core.fetch import FetchFailed, FetchPolicy, FetchRefused, fetch, fetch_session
 from tests.discordfix import (  # noqa: F401 - fixtures
     Reel,
     bot_fixture,
@@ -174,3 +175,40 @@ async def test_attachments_from_other_hosts_are_refused_before_anything_is_made(
         content = callback.json["data"]["content"]
         assert field in content and "attached on Discord" in content
     assert world.api.uploads == {} and world.api.submit_attempts == []
+
+
+async def test_a_dns_answer_that_changes_after_the_check_is_not_connected_to(
+    aiohttp_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS rebinding: the name passes the check, then resolves to a refused address for the
+    connection. `0.0.0.0` is refused (unspecified) yet reaches this machine's 127.0.0.1 server,
+    so a plain session would read the "metadata" here; the fetching session must not."""
+
+    async def credentials(_: web.Request) -> web.Response:
+        return web.Response(text="instance credentials")
+
+    app = web.Application()
+    app.router.add_get("/latest", credentials)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    loop = asyncio.get_running_loop()
+    real = loop.getaddrinfo
+    answers: list[str] = []
+
+    async def rebinding(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != "rebind.test":
+            return await real(host, port, *args, **kwargs)
+        address = "127.0.0.1" if not answers else "0.0.0.0"  # allowed first, refused after
+        answers.append(address)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(loop, "getaddrinfo", rebinding)
+    url = f"http://rebind.test:{server.port}/latest"
+    async with fetch_session(allow_local=True) as confined:
+        with pytest.raises(FetchFailed):
+            await fetch(confined, url, limit=1 << 20, timeout=5, policy=LOCAL, what="the video")
+    assert answers == ["127.0.0.1", "0.0.0.0"]  # checked once, then asked again to connect
+    # The same fetch through an ordinary session is the hole this closes.
+    answers.clear()
+    async with aiohttp.ClientSession() as plain:
+        got = await fetch(plain, url, limit=1 << 20, timeout=5, policy=LOCAL, what="the video")
+    assert got.data == b"instance credentials"

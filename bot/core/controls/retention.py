@@ -4,6 +4,8 @@ A job row is about 0.8 KB and the table grew for ever. Caps and usage read the p
 aggregates (`usage_daily`), never the jobs, so pruning changes no report. Deletes go in
 small batches (one short transaction each), so a bot with millions of old rows never holds
 the database lock for long; the background loop runs a bounded number of batches per pass.
+The same pass drops interaction claims and shared send-window slots an hour old
+(bot/core/interaction_claims.py, bot/core/send_window.py).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 
 import sqlalchemy as sa
 
+from bot.core import interaction_claims, send_window
 from bot.core.clock import Clock
 from bot.core.controls.limits import LIMITS
 from bot.core.job import TERMINAL, JobState
@@ -72,10 +75,14 @@ async def prune(
 
 
 async def prune_forever(store: Store, clock: Clock, days: int, every: float = EVERY) -> None:
-    """The background pass: prune, then wait; errors are logged and retried next pass."""
+    """The background pass: prune old jobs, interaction claims and send slots, then wait;
+    errors are logged and retried next pass."""
     while True:
         try:
-            await prune(store, older_than=cutoff(clock.now(), days=days))
+            now = clock.now()
+            await prune(store, older_than=cutoff(now, days=days))
+            await interaction_claims.prune(store, older_than=now - interaction_claims.KEEP_SECONDS)
+            await send_window.prune(store, older_than=now - send_window.KEEP_SECONDS)
         except Exception:
             log.exception("retention: pruning failed; will retry")
         await asyncio.sleep(every)
