@@ -171,7 +171,11 @@ async def open_runtime(
     # Every outside text this process stores or shows is scrubbed of the secrets it holds.
     for secret in (settings.APIMART_API_KEY, settings.DISCORD_TOKEN):
         register_secret(secret.get_secret_value() if secret is not None else None)
-    limiter = RateLimiter(clock, settings.API_REQUESTS_PER_SECOND)
+    # A 429's pause (however long its Retry-After) ends within POLL_MAX_INTERVAL: every job
+    # is still looked at that often, and a job's deadline is never waited past (R3).
+    limiter = RateLimiter(
+        clock, settings.API_REQUESTS_PER_SECOND, max_pause=settings.POLL_MAX_INTERVAL
+    )
     schedule = schedule or make_schedule(settings)
     metrics = Metrics()
 
