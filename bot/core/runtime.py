@@ -63,7 +63,6 @@ class Runtime:
     poller: Poller
     jobs: JobService
     clock: Clock
-    poller_task: asyncio.Task[None]
     leases: Leases
     claimer: Claimer
     workers: WorkerRegistry
@@ -75,6 +74,8 @@ class Runtime:
     #: The HTTP listener and the metrics sampler (`reelbot run` only).
     http: HttpListener | None = None
     sampler: Sampler | None = None
+    #: The poller's loop, once the work has started (`open_runtime`).
+    poller_task: asyncio.Task[None] | None = None
     #: Community controls (caps, queue, usage); always on (defaults: 2 per member, 8 per server).
     controls: Controls | None = None
     #: Who answers each front-end interaction (bot/core/interaction_claims.py): a bot on
@@ -98,8 +99,9 @@ class Runtime:
         """
         await self.claimer.stop()
         await self.poller.stop()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.poller_task
+        if self.poller_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.poller_task
 
     async def resume(self) -> int:
         """Start claiming: this worker's share of the jobs that need work, now and from then
@@ -159,196 +161,234 @@ async def open_runtime(
     SQLite file is the only one allowed (`AlreadyRunning` otherwise); `cli` (`reelbot
     generate`, `status`) only ever touches the jobs it creates or leases. `resume=True` starts
     claiming at once; a bot whose notifier binds later calls `Runtime.resume()` itself.
+
+    Each resource registers its own undoing on one `AsyncExitStack` as soon as it exists, so
+    they close in the reverse order of opening, also when a later step fails.
     """
     clock = clock or SystemClock()
     url = database_url or settings.DATABASE_URL
-    lock: SqliteLock | None = None
-    if role == "bot" and (path := (settings.sqlite_path() if database_url is None else None)):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lock = SqliteLock(path)
-        lock.acquire()  # before anything else: a second bot stops here, touching nothing
-    assert settings.APIMART_API_KEY is not None
-    # Every outside text this process stores or shows is scrubbed of the secrets it holds.
-    for secret in (settings.APIMART_API_KEY, settings.DISCORD_TOKEN):
-        register_secret(secret.get_secret_value() if secret is not None else None)
+    async with contextlib.AsyncExitStack() as stack:
+        if role == "bot" and (path := (settings.sqlite_path() if database_url is None else None)):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock = SqliteLock(path)
+            lock.acquire()  # before anything else: a second bot stops here, touching nothing
+            stack.callback(lock.release)
+        assert settings.APIMART_API_KEY is not None
+        # Every outside text this process stores or shows is scrubbed of the secrets it holds.
+        for secret in (settings.APIMART_API_KEY, settings.DISCORD_TOKEN):
+            register_secret(secret.get_secret_value() if secret is not None else None)
+        worker_id = new_worker_id()
+        # The worker id in the User-Agent lets an operator (and the tests) tell workers apart
+        # in APIMart's request logs. It names a process, nothing secret.
+        headers = {"User-Agent": f"reelbot ({worker_id})"}
+        session = await stack.enter_async_context(aiohttp.ClientSession(headers=headers))
+        fetcher = await stack.enter_async_context(
+            fetch_session(allow_local=settings.ALLOW_LOCAL_FETCH)
+        )
+        store = await open_store(url)
+        stack.push_async_callback(store.close)
+        runtime = await _assemble(
+            settings,
+            notifier,
+            clock=clock,
+            schedule=schedule or make_schedule(settings),
+            sessions=(session, fetcher),
+            store=store,
+            worker_id=worker_id,
+            role=role,
+            exclusive=url.startswith("sqlite") and role == "bot",
+        )
+        await _start_work(runtime, stack)
+        for name in expect_ready:
+            runtime.readiness.expect(name)
+        if serve_http:
+            # Before resume: /healthz answers while a large backlog is read, and /readyz says
+            # "not ready" until the front end reports in. A callback that arrives before its
+            # job is followed is kept as an early hint.
+            await _serve_http(runtime, stack)
+        if resume:
+            await runtime.resume()
+        yield runtime
+
+
+async def _assemble(
+    settings: Settings,
+    notifier: Notifier,
+    *,
+    clock: Clock,
+    schedule: Schedule,
+    sessions: tuple[aiohttp.ClientSession, aiohttp.ClientSession],
+    store: Store,
+    worker_id: str,
+    role: str,
+    exclusive: bool,
+) -> Runtime:
+    """Build the pipeline's objects and wire them together; nothing runs yet."""
+    session, fetcher = sessions
     # A 429's pause (however long its Retry-After) ends within POLL_MAX_INTERVAL: every job
     # is still looked at that often, and a job's deadline is never waited past (R3).
     limiter = RateLimiter(
         clock, settings.API_REQUESTS_PER_SECOND, max_pause=settings.POLL_MAX_INTERVAL
     )
-    schedule = schedule or make_schedule(settings)
     metrics = Metrics()
 
     def rate_limited(retry_after: float | None) -> None:
         metrics.rate_limited(retry_after)
         limiter.penalize(retry_after)
 
-    worker_id = new_worker_id()
-    # The worker id in the User-Agent lets an operator (and the tests) tell workers apart in
-    # APIMart's request logs. It names a process, nothing secret.
-    headers = {"User-Agent": f"reelbot ({worker_id})"}
+    assert settings.APIMART_API_KEY is not None
+    api: ApimartClient = MeteredApimartClient(
+        session,
+        settings.APIMART_BASE_URL,
+        settings.APIMART_API_KEY,
+        timeout=settings.API_TIMEOUT,
+        on_rate_limited=rate_limited,
+        metrics=metrics,
+    )
+    poller = Poller(
+        api,
+        store,
+        notifier,
+        clock,
+        schedule,
+        limiter,
+        concurrency=settings.POLL_CONCURRENCY,
+        max_age=settings.JOB_TIMEOUT,
+    )
+    webhook = settings.WEBHOOK_PUBLIC_URL  # None, or a checked http(s) URL
+    controls = Controls(
+        store,
+        clock,
+        operator_daily=settings.operator_cap("OPERATOR_DAILY_SPEND"),
+        operator_monthly=settings.operator_cap("OPERATOR_MONTHLY_SPEND"),
+    )
+    if settings.PRICES_FILE is not None:
+        await controls.seed_prices(read_prices_file(settings.PRICES_FILE))
+    jobs = JobService(
+        store=store,
+        api=api,
+        poller=poller,
+        notifier=notifier,
+        clock=clock,
+        webhook_url=webhook,
+        controls=controls,
+    )
+    leases = Leases(store, worker_id, clock, settings.LEASE_SECONDS, exclusive=exclusive)
+    poller.leases = jobs.leases = controls.leases = leases
+    # The queue opens when the claimer resumes (in `open_runtime`, or in the bot's
+    # setup_hook): a terminal process never submits another front end's queued jobs.
+    dispatcher = Dispatcher(store, jobs.launch, on_moved=jobs.show_queue)
+    dispatcher.leases = leases
+    controls.dispatcher = dispatcher
+    workers = WorkerRegistry(
+        store,
+        worker_id,
+        clock,
+        kind=role,
+        limiter=limiter,
+        budget=settings.API_REQUESTS_PER_SECOND,
+    )
+    claimer = Claimer(leases, poller, jobs.take_over, clock, registry=workers)
+    claimer.on_takeover = metrics.lease_takeovers.inc
+    metrics.tracked.set_function(lambda: len(poller))
+    runtime = Runtime(
+        settings,
+        session,
+        fetcher,
+        store,
+        api,
+        poller,
+        jobs,
+        clock,
+        leases,
+        claimer,
+        workers,
+        metrics=metrics,
+        readiness=Readiness(),
+        identify_gate=IdentifyGate(store.engine),
+        webhook=WebhookServer(poller) if webhook else None,
+    )
+    runtime.controls = controls
+    if role == "bot" and store.engine.dialect.name != "sqlite":
+        runtime.interaction_claims = InteractionClaims(store, worker_id, clock)
+        jobs.shared_rerolls = SharedWindow(store, clock, limit=1, per=REROLL_GUARD_S)
+    add_core_checks(runtime)
+    if runtime.webhook is not None:
+        watch_webhook(runtime, schedule)
+    runtime.sampler = Sampler(metrics, store, now=clock.now)
+    return runtime
+
+
+async def _start_work(runtime: Runtime, stack: contextlib.AsyncExitStack) -> None:
+    """Register in `workers`, start the heartbeat, the claimer, the poller loop, the queue
+    and the retention pass; each stop is pushed on `stack` as it starts."""
+    settings, store, workers = runtime.settings, runtime.store, runtime.workers
+    await workers.register()
+    stack.push_async_callback(_leave, runtime)
+    workers_task = asyncio.create_task(workers.run(), name="reelbot-heartbeat")
+    stack.push_async_callback(_cancel, workers_task)
+    runtime.claimer.start()
+    runtime.poller_task = asyncio.create_task(runtime.poller.run(), name="reelbot-poller")
+    # Stop claiming, drain the poller (polls and deliveries under way finish), then hand the
+    # resting jobs to the other workers now rather than in a lease.
+    stack.push_async_callback(runtime.claimer.close)
+    stack.push_async_callback(runtime.claimer.release_all)
+    stack.push_async_callback(runtime.stop_work)
+    stack.push_async_callback(runtime.identify_gate.close)
+    stack.push_async_callback(runtime.readiness.close)
+    assert runtime.controls is not None and runtime.controls.dispatcher is not None
+    stack.push_async_callback(runtime.controls.settle_alerts)
+    for task in (
+        asyncio.create_task(runtime.controls.dispatcher.run(), name="reelbot-queue"),
+        asyncio.create_task(
+            prune_forever(store, runtime.clock, settings.JOB_RETENTION_DAYS),
+            name="reelbot-retention",
+        ),
+    ):
+        stack.push_async_callback(_cancel, task)
+    stack.push_async_callback(runtime.controls.dispatcher.stop)
+
+
+async def _serve_http(runtime: Runtime, stack: contextlib.AsyncExitStack) -> None:
+    """The HTTP listener (/healthz, /readyz, /metrics, the webhook) and the metrics sampler."""
+    settings = runtime.settings
+    host, port = settings.http_listen
+    runtime.http = HttpListener(
+        host, port, readiness=runtime.readiness, metrics=runtime.metrics, webhook=runtime.webhook
+    )
     try:
-        async with (
-            aiohttp.ClientSession(headers=headers) as session,
-            fetch_session(allow_local=settings.ALLOW_LOCAL_FETCH) as fetcher,
-        ):
-            store = await open_store(url)
-            try:
-                api: ApimartClient = MeteredApimartClient(
-                    session,
-                    settings.APIMART_BASE_URL,
-                    settings.APIMART_API_KEY,
-                    timeout=settings.API_TIMEOUT,
-                    on_rate_limited=rate_limited,
-                    metrics=metrics,
-                )
-                poller = Poller(
-                    api,
-                    store,
-                    notifier,
-                    clock,
-                    schedule,
-                    limiter,
-                    concurrency=settings.POLL_CONCURRENCY,
-                    max_age=settings.JOB_TIMEOUT,
-                )
-                webhook = settings.WEBHOOK_PUBLIC_URL  # None, or a checked http(s) URL
-                controls = Controls(
-                    store,
-                    clock,
-                    operator_daily=settings.operator_cap("OPERATOR_DAILY_SPEND"),
-                    operator_monthly=settings.operator_cap("OPERATOR_MONTHLY_SPEND"),
-                )
-                if settings.PRICES_FILE is not None:
-                    await controls.seed_prices(read_prices_file(settings.PRICES_FILE))
-                jobs = JobService(
-                    store=store,
-                    api=api,
-                    poller=poller,
-                    notifier=notifier,
-                    clock=clock,
-                    webhook_url=webhook,
-                    controls=controls,
-                )
-                exclusive = url.startswith("sqlite") and role == "bot"
-                leases = Leases(
-                    store, worker_id, clock, settings.LEASE_SECONDS, exclusive=exclusive
-                )
-                poller.leases = jobs.leases = controls.leases = leases
-                # The queue opens when the claimer resumes (here, or in the bot's setup_hook):
-                # a terminal process never submits another front end's queued jobs.
-                dispatcher = Dispatcher(store, jobs.launch, on_moved=jobs.show_queue)
-                dispatcher.leases = leases
-                controls.dispatcher = dispatcher
-                workers = WorkerRegistry(
-                    store,
-                    worker_id,
-                    clock,
-                    kind=role,
-                    limiter=limiter,
-                    budget=settings.API_REQUESTS_PER_SECOND,
-                )
-                await workers.register()
-                workers_task = asyncio.create_task(workers.run(), name="reelbot-heartbeat")
-                claimer = Claimer(leases, poller, jobs.take_over, clock, registry=workers)
-                claimer.on_takeover = metrics.lease_takeovers.inc
-                claimer.start()
-                metrics.tracked.set_function(lambda: len(poller))
-                poller_task = asyncio.create_task(poller.run(), name="reelbot-poller")
-                readiness = Readiness()
-                runtime = Runtime(
-                    settings,
-                    session,
-                    fetcher,
-                    store,
-                    api,
-                    poller,
-                    jobs,
-                    clock,
-                    poller_task,
-                    leases,
-                    claimer,
-                    workers,
-                    metrics=metrics,
-                    readiness=readiness,
-                    identify_gate=IdentifyGate(store.engine),
-                    webhook=WebhookServer(poller) if webhook else None,
-                )
-                runtime.controls = controls
-                if role == "bot" and not url.startswith("sqlite"):
-                    runtime.interaction_claims = InteractionClaims(store, worker_id, clock)
-                    jobs.shared_rerolls = SharedWindow(store, clock, limit=1, per=REROLL_GUARD_S)
-                background = [
-                    asyncio.create_task(dispatcher.run(), name="reelbot-queue"),
-                    asyncio.create_task(
-                        prune_forever(store, clock, settings.JOB_RETENTION_DAYS),
-                        name="reelbot-retention",
-                    ),
-                ]
-                add_core_checks(runtime)
-                if runtime.webhook is not None:
-                    watch_webhook(runtime, schedule)
-                for name in expect_ready:
-                    readiness.expect(name)
-                sampler = runtime.sampler = Sampler(metrics, store, now=clock.now)
-                try:
-                    if serve_http:
-                        # Before resume: /healthz answers while a large backlog is read, and
-                        # /readyz says "not ready" until the front end reports in. A callback
-                        # that arrives before its job is followed is kept as an early hint.
-                        host, port = settings.http_listen
-                        runtime.http = HttpListener(
-                            host,
-                            port,
-                            readiness=readiness,
-                            metrics=metrics,
-                            webhook=runtime.webhook,
-                        )
-                        try:
-                            await runtime.http.start()
-                        except OSError as exc:  # a busy port, an address that is not ours
-                            name = "WEBHOOK_LISTEN" if settings.listen_deprecated else "HTTP_LISTEN"
-                            raise SettingsError([f"{name}: {exc.strerror}"]) from None
-                        if settings.listen_deprecated:
-                            log.warning("WEBHOOK_LISTEN is deprecated: rename it to HTTP_LISTEN")
-                        sampler.start()
-                    if resume:
-                        await runtime.resume()
-                    yield runtime
-                finally:
-                    await dispatcher.stop()
-                    for task in background:
-                        task.cancel()
-                    await asyncio.gather(*background, return_exceptions=True)
-                    await controls.settle_alerts()
-                    await sampler.stop()
-                    if runtime.http is not None:
-                        await runtime.http.close()
-                    await readiness.close()
-                    await runtime.identify_gate.close()
-                    await runtime.stop_work()
-                    # Hand the resting jobs to the other workers now rather than in a lease.
-                    await claimer.release_all()
-                    await claimer.close()
-                    log.info(
-                        "leases: %d claimed, %d taken over, %d lost; %d lease and %d "
-                        "heartbeat database round trips",
-                        leases.claimed,
-                        leases.takeovers,
-                        leases.lost,
-                        leases.round_trips,
-                        workers.round_trips,
-                    )
-                    workers_task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await workers_task
-                    with contextlib.suppress(Exception):
-                        await workers.unregister()
-            finally:
-                await store.close()
-    finally:
-        if lock is not None:
-            lock.release()
+        await runtime.http.start()
+    except OSError as exc:  # a busy port, an address that is not ours
+        name = "WEBHOOK_LISTEN" if settings.listen_deprecated else "HTTP_LISTEN"
+        raise SettingsError([f"{name}: {exc.strerror}"]) from None
+    stack.push_async_callback(runtime.http.close)
+    if settings.listen_deprecated:
+        log.warning("WEBHOOK_LISTEN is deprecated: rename it to HTTP_LISTEN")
+    assert runtime.sampler is not None
+    runtime.sampler.start()
+    stack.push_async_callback(runtime.sampler.stop)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+
+
+async def _leave(runtime: Runtime) -> None:
+    """The last word of a worker: its lease bookkeeping in the log, its row removed."""
+    leases, workers = runtime.leases, runtime.workers
+    log.info(
+        "leases: %d claimed, %d taken over, %d lost; %d lease and %d heartbeat database round "
+        "trips",
+        leases.claimed,
+        leases.takeovers,
+        leases.lost,
+        leases.round_trips,
+        workers.round_trips,
+    )
+    with contextlib.suppress(Exception):
+        await workers.unregister()
 
 
 def watch_webhook(runtime: Runtime, schedule: Schedule) -> None:
@@ -371,7 +411,7 @@ def add_core_checks(runtime: Runtime) -> None:
         return None
 
     def poller() -> str | None:
-        if runtime.poller_task.done():
+        if runtime.poller_task is None or runtime.poller_task.done():
             return "the poller loop has stopped"
         silent = runtime.clock.now() - runtime.poller.heartbeat
         if silent > POLLER_STALE:
