@@ -270,7 +270,9 @@ async def open_runtime(
                 )
                 runtime.controls = controls
                 if role == "bot" and not url.startswith("sqlite"):
-                    runtime.interaction_claims = InteractionClaims(store, worker_id, clock)
+                    runtime.interaction_claims = InteractionClaims(
+                        store, worker_id, clock, others_live=lambda: workers.live_bots > 1
+                    )
                 background = [
                     asyncio.create_task(dispatcher.run(), name="reelbot-queue"),
                     asyncio.create_task(
