@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from bot.core.reroll import REROLL_GUARD_S, reroll_key
 from bot.core.send_window import KEEP_SECONDS, SharedWindow, prune
 from bot.core.store import Store
 from bot.discord.channel_budget import SHARED_MAX_WAIT, ChannelBudget, Priority
@@ -170,5 +171,27 @@ async def test_the_shared_window_holds_across_workers(database_url: str) -> None
         await clock.advance(KEEP_SECONDS + 1)
         assert await prune(store, older_than=clock.now() - KEEP_SECONDS) == 10
         assert await workers[0].take(CHANNEL) is None  # pruned rows are seeded again
+    finally:
+        await store.close()
+
+
+async def test_one_re_roll_per_job_across_workers(database_url: str) -> None:
+    """The Re-roll double-click guard across workers: one hold per job per guard window,
+    given back when the re-roll did not start (a member refused for a cap may retry)."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("several workers need PostgreSQL")
+    store = await Store.open(database_url)
+    clock = ManualClock(start=1_800_000_000.0)
+    try:
+        a, b = (SharedWindow(store, clock, limit=1, per=REROLL_GUARD_S) for _ in range(2))
+        held = await asyncio.gather(a.take_at(reroll_key(7)), b.take_at(reroll_key(7)))
+        assert sorted(h is None for h in held) == [False, True]  # two clicks: one hold
+        assert await b.take_at(reroll_key(8)) is not None  # another job: its own
+        taken_at = next(h for h in held if h is not None)
+        await a.give_back(reroll_key(7), taken_at)  # that re-roll did not start
+        assert await b.take_at(reroll_key(7)) is not None  # so the next click may
+        assert await a.take_at(reroll_key(7)) is None
+        await clock.advance(REROLL_GUARD_S)
+        assert await a.take_at(reroll_key(7)) is not None  # the window passed
     finally:
         await store.close()

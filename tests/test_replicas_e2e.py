@@ -113,14 +113,20 @@ async def test_two_replicas_answer_every_interaction_once(world: Fleet) -> None:
     sent += [p["id"] for p in cancels]
     await world.send_together(cancels)
 
-    # 3. Once the six others are posted: Re-roll four of them and ask Details of two, at once.
+    # 3. Once the six others are posted: Re-roll four of them, each clicked twice (the two
+    #    clicks of a pair may reach different workers: still one new job), and ask Details of
+    #    two, all at once.
     async def six_results() -> dict[int, list[dict[str, Any]]] | None:
         results = world.messages_with_button("details")
         return results if len(results) >= 6 else None
 
     results = await _until("six results", world, six_results)
     first = sorted(results)
-    clicks = [world.click_payload(results[j][-1], f"reelbot:reroll:{j}") for j in first[:4]]
+    clicks = [
+        world.click_payload(results[j][-1], f"reelbot:reroll:{j}")
+        for j in first[:4]
+        for _ in range(2)
+    ]
     clicks += [world.click_payload(results[j][-1], f"reelbot:details:{j}") for j in first[4:6]]
     sent += [p["id"] for p in clicks]
     await world.send_together(clicks)
@@ -135,7 +141,7 @@ async def test_two_replicas_answer_every_interaction_once(world: Fleet) -> None:
     # Every interaction answered exactly once, never "already acknowledged".
     callbacks = world.callbacks()
     answered = {i: [status for status, _ in callbacks.get(i, [])] for i in sent}
-    assert len(sent) == 18
+    assert len(sent) == 22
     problems: list[str] = []
     print(
         f"{len(sent)} interactions: callbacks per interaction "

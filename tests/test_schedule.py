@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 from typing import Any
 
@@ -246,3 +247,70 @@ async def test_a_429_on_one_job_delays_the_others() -> None:
     assert first[1] == pytest.approx(T0 + 5.0)
     # the other jobs were due 0.1 s later but waited out the Retry-After together
     assert all(at >= T0 + 15.0 for _, at in others)
+
+
+class _EndsAt:
+    """Every task runs until `end` (clock time), then completes; records each poll."""
+
+    def __init__(self, clock: ManualClock, end: float) -> None:
+        self.clock = clock
+        self.end = end
+        self.calls: dict[str, list[float]] = {}
+
+    async def get_task(self, task_id: str) -> TaskInfo:
+        now = self.clock.now()
+        self.calls.setdefault(task_id, []).append(now)
+        if now >= self.end:
+            return info("completed", 100, actual_time=self.end - T0)
+        return info(progress=int(90 * (now - T0) / (self.end - T0)), estimated_time=None)
+
+
+async def test_watched_jobs_are_polled_first_when_the_budget_is_short() -> None:
+    """Issue 12: 60 equal jobs, 6 watched, 2 requests/s (each job wants one every 5 s near its
+    end: the budget binds). The watched jobs learn of their end sooner; nobody waits past
+    `max_interval` between polls."""
+    clock = ManualClock(T0)
+    api = _EndsAt(clock, end=T0 + 150.0)
+    notifier = RecordingNotifier(clock=clock)
+    schedule = AdaptiveSchedule(initial_delay=5.0, min_interval=5.0, max_interval=60.0)
+    limiter = RateLimiter(clock, rate=2.0)
+    poller = Poller(api, MemoryJobStore(), notifier, clock, schedule, limiter, concurrency=4)
+    runner = asyncio.create_task(poller.run())
+    watched = set(range(0, 60, 10))
+    for i in range(60):
+        if i in watched:
+            poller.watch(i, float("inf"))  # before it is followed: the submit is on its way
+        poller.track(Job(i, JobState.RUNNING, REQUEST, T0, task_id=f"t{i}", submitted_at=T0))
+    for _ in range(400):
+        await clock.advance(1.0)
+        if len(notifier.finished) == 60:
+            break
+    await poller.stop()
+    await clock.advance(1.0)
+    await runner
+    assert len(notifier.finished) == 60
+    delay = {
+        j.id: at - api.end for j, at in zip(notifier.finished, notifier.finished_at, strict=True)
+    }
+    seen = [delay[i] for i in sorted(watched)]
+    unseen = [delay[i] for i in range(60) if i not in watched]
+    assert max(seen) < sorted(unseen)[len(unseen) // 2]  # worst watched beats the median other
+    assert sum(seen) / len(seen) < sum(unseen) / len(unseen) / 2
+    for calls in api.calls.values():
+        gaps = [b - a for a, b in itertools.pairwise(calls)]
+        assert max(gaps) <= 60.0 + 1.0  # POLL_MAX_INTERVAL holds for the unwatched too
+
+
+def test_a_lookup_watches_a_job_for_a_while_only() -> None:
+    """`/video jobs` watches for a few minutes: a sparse poll is not stretched meanwhile, and
+    is stretched again (keyed by its latest acceptable time) once the watch is over."""
+    schedule = AdaptiveSchedule(max_interval=60.0)
+    t = tracked()
+    t.polls = 3
+    t.last_poll_at = T0 + 90
+    t.extra["sparse"] = True
+    assert schedule.priority(t, T0 + 100) == T0 + 150  # unwatched: stretched to its latest
+    t.extra["watched_until"] = T0 + 300
+    assert schedule.priority(t, T0 + 100) < T0 + 100  # watched: ahead of ordinary polls
+    t.last_poll_at = T0 + 290
+    assert schedule.priority(t, T0 + 301) == T0 + 350  # the watch is over

@@ -38,6 +38,7 @@ import aiohttp
 from pydantic import SecretStr
 
 from bot.core.catalog import UPLOAD_LIFETIME_S
+from bot.core.deadline import time_left
 from bot.core.fetch import resource_error
 from bot.core.job import plausible_duration, plausible_money, plausible_time
 from bot.core.scrub import register_secret, scrub
@@ -81,6 +82,9 @@ MAX_ANSWER_BYTES = 1024 * 1024
 #: recursive JSON handling would otherwise end in a RecursionError somewhere downstream).
 MAX_JSON_DEPTH = 64
 _READ_CHUNK = 64 * 1024
+#: A Retry-After longer than this (seconds) is read as this: `1e12` or a date in the year 9999
+#: is a broken server, and a sane number keeps the arithmetic downstream sane.
+MAX_RETRY_AFTER = 86400.0
 
 
 # --------------------------------------------------------------------------- errors
@@ -432,7 +436,9 @@ class RetryPolicy:
     reduced by up to ``jitter`` (a fraction) at random so that many pollers do not retry
     in lockstep. A ``Retry-After`` from the server wins when longer; one longer than
     ``max_retry_after`` is not slept inside the call - the :class:`RateLimited` is raised
-    so the caller can reschedule instead of blocking.
+    so the caller can reschedule instead of blocking. The sleeps of one call add up to at most
+    ``max_retry_after`` too, and none ends past the caller's deadline
+    (`bot.core.deadline.deadline_in`): the error is raised instead (hostile finding R3).
     """
 
     attempts: int = 4
@@ -487,21 +493,27 @@ def _shallow(value: Any, limit: int) -> bool:
 
 
 def _parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP date)."""
+    """Seconds from a Retry-After header (delta-seconds or HTTP date).
+
+    An outside value, so never trusted: garbage ("nan", "inf", an unreadable date) is None, a
+    negative or past value 0, anything longer than MAX_RETRY_AFTER is clamped to it. How long
+    to actually wait is the caller's decision (`RetryPolicy.max_retry_after`, the limiter's
+    pause cap, the job's deadline); this only keeps the number sane.
+    """
     if not value:
         return None
-    value = value.strip()
+    value = value.strip()[:64]
     try:
         seconds = float(value)
     except ValueError:
         try:
             when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
+            seconds = when.timestamp() - time.time()
+        except (TypeError, ValueError, OverflowError, IndexError):
             return None
-        seconds = when.timestamp() - time.time()
     if not math.isfinite(seconds):
         return None
-    return max(0.0, seconds)
+    return min(MAX_RETRY_AFTER, max(0.0, seconds))
 
 
 # --------------------------------------------------------------------------- client
@@ -554,6 +566,7 @@ class ApimartClient:
         method, path = "POST", SUBMIT_PATH
         body = dict(payload)
         attempt = 0
+        slept = 0.0
         while True:
             attempt += 1
             try:
@@ -568,7 +581,7 @@ class ApimartClient:
                     ) from exc
                 if not exc.retryable:  # e.g. a malformed base URL: nothing was sent
                     raise
-                await self._backoff_or_raise(exc, attempt, method, path)
+                slept += await self._backoff_or_raise(exc, attempt, method, path, slept)
             except (ServerError, ProtocolError) as exc:
                 log.warning("submit outcome unknown after %s", exc)
                 raise SubmitOutcomeUnknown(
@@ -659,6 +672,7 @@ class ApimartClient:
     ) -> dict[str, Any]:
         """An idempotent call: retry transient failures per the policy."""
         attempt = 0
+        slept = 0.0
         while True:
             attempt += 1
             try:
@@ -669,12 +683,14 @@ class ApimartClient:
                 if not exc.retryable:
                     log.debug("%s %s failed: %s", method, path, exc)
                     raise
-                await self._backoff_or_raise(exc, attempt, method, path)
+                slept += await self._backoff_or_raise(exc, attempt, method, path, slept)
 
     async def _backoff_or_raise(
-        self, exc: ApimartError, attempt: int, method: str, path: str
-    ) -> None:
-        """Sleep before the next attempt, or re-raise ``exc`` when retrying is pointless."""
+        self, exc: ApimartError, attempt: int, method: str, path: str, slept: float = 0.0
+    ) -> float:
+        """Sleep before the next attempt (returns how long), or re-raise ``exc`` when retrying
+        is pointless or would wait too long: past ``max_retry_after`` in all (`slept` so far)
+        or past the caller's deadline."""
         retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
         if attempt >= self._retry.attempts:
             log.warning("%s %s giving up after %d attempts: %s", method, path, attempt, exc)
@@ -683,6 +699,16 @@ class ApimartClient:
             log.warning("%s %s rate-limited for %.1fs; not waiting", method, path, retry_after)
             raise exc
         delay = self._retry.delay(attempt, retry_after)
+        left = time_left()
+        if slept + delay > self._retry.max_retry_after or (left is not None and delay > left):
+            log.warning(
+                "%s %s failed (%s); a %.1fs wait would pass the caller's time limit: not waiting",
+                method,
+                path,
+                exc.summary if exc.status is None else f"{exc.status} {exc.summary}",
+                delay,
+            )
+            raise exc
         log.warning(
             "%s %s attempt %d/%d failed (%s); retrying in %.2fs",
             method,
@@ -693,6 +719,7 @@ class ApimartClient:
             delay,
         )
         await self._sleep(delay)
+        return delay
 
     async def _exchange(
         self,

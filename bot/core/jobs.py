@@ -40,7 +40,8 @@ from bot.core.request import (
     VideoRequest,
     check_image_file,
 )
-from bot.core.reroll import UNKNOWN_JOB, RerollGuard, refusal
+from bot.core.reroll import UNKNOWN_JOB, RerollGuard, refusal, reroll_key
+from bot.core.send_window import SharedWindow
 from bot.core.store import LeaseLost, Store
 
 if TYPE_CHECKING:
@@ -148,6 +149,10 @@ class JobService:
         self.clock = clock
         self.webhook_url = webhook_url
         self.rerolls = RerollGuard(clock)
+        #: The same guard across workers (PostgreSQL): one re-roll per job per guard window,
+        #: whichever worker each click reached. None: one process, the local guard is enough.
+        self.shared_rerolls: SharedWindow | None = None
+        self._reroll_holds: dict[int, float] = {}
         #: This worker's leases (several processes on one database): a job created here is
         #: leased to this worker from its first row on. None: the only process.
         self.leases: Leases | None = None
@@ -260,6 +265,33 @@ class JobService:
         if why is not None or job is None:
             return why or UNKNOWN_JOB
         return job
+
+    async def hold_reroll(self, job_id: int) -> bool:
+        """Take the job's re-roll hold across workers; False if another worker holds it.
+
+        Two clicks of one Re-roll button can reach two workers (each replica receives every
+        interaction, and the claim gives each click to either): the local guard cannot see
+        the other's, the database can. Only the requester gets this far, so the key is the
+        job. Database errors propagate (the front end's error ladder answers the member).
+        """
+        if self.shared_rerolls is None:
+            return True
+        taken_at = await self.shared_rerolls.take_at(reroll_key(job_id))
+        if taken_at is None:
+            return False
+        self._reroll_holds[job_id] = taken_at
+        return True
+
+    async def release_reroll(self, job_id: int, *, started: bool) -> None:
+        """Done with the hold: a started re-roll keeps it for the guard window, one that did
+        not start gives it back so that the member may try again at once."""
+        taken_at = self._reroll_holds.pop(job_id, None)
+        if started or taken_at is None or self.shared_rerolls is None:
+            return
+        try:
+            await self.shared_rerolls.give_back(reroll_key(job_id), taken_at)
+        except Exception:  # it lapses after the guard window anyway
+            log.warning("job %s: could not give back its re-roll hold", job_id, exc_info=True)
 
     async def launch(self, job: Job, files: Sequence[ImageFile] = ()) -> Job:
         """Upload the job's files, submit it once, and hand it to the poller or the notifier.

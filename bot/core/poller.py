@@ -29,6 +29,7 @@ from bot.core.apimart import (
     TaskNotFound,
 )
 from bot.core.clock import Clock
+from bot.core.deadline import deadline_in
 from bot.core.job import Job, JobState, plausible_duration
 from bot.core.progress import duration_text
 from bot.core.ratelimit import MAX_PAUSE as MAX_PAUSE  # re-exported: it is the poller's
@@ -83,6 +84,11 @@ POKE_MIN_GAP = 1.0
 DELIVERY_CONCURRENCY = 4
 #: The loop wakes at least this often (seconds), so `heartbeat` proves it is alive (/readyz).
 HEARTBEAT_EVERY = 5.0
+#: A member who just looked their jobs up (`/video jobs`) is watching them for this long
+#: (seconds): their polls go first while the budget is short (`Poller.watch`).
+WATCH_AFTER_LOOKUP = 300.0
+#: Jobs marked watched before this worker follows them (the submit is on its way), at most.
+MAX_EARLY_WATCHES = 4096
 
 
 class TaskReader(Protocol):
@@ -210,10 +216,15 @@ class Poller:
         self.limiter = limiter
         self.concurrency = concurrency
         self._heap: list[tuple[float, int, int]] = []
+        #: (deadline, job id): when each job's age limit (`max_age`) runs out, so a job waiting
+        #: out a rate-limit pause at that moment is ended then, not after the pause.
+        self._deadlines: list[tuple[float, int]] = []
         self._seq = itertools.count()
         self._tracked: dict[int, Tracked] = {}
         self._by_task: dict[str, int] = {}
         self._early_hints: dict[str, float] = {}
+        #: job id -> watched until (clock time), for jobs not followed here yet (`watch`).
+        self._early_watches: dict[int, float] = {}
         self._inflight: set[asyncio.Task[None]] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._retries: set[asyncio.Task[None]] = set()
@@ -261,6 +272,10 @@ class Poller:
         tracked.last_progress_at = begun
         self._tracked[job.id] = tracked
         self._by_task[job.task_id] = job.id
+        self._watch_deadline(tracked)
+        watched = self._early_watches.pop(job.id, None)
+        if watched is not None:
+            tracked.extra["watched_until"] = watched
         now = self.clock.now()
         hinted = self._early_hints.pop(job.task_id, None)
         if hinted is not None and now - hinted <= EARLY_HINT_TTL:
@@ -315,6 +330,34 @@ class Poller:
             self._ready.add(job_id, tracked.due, *priority_of(self.schedule, tracked, tracked.due))
             self._wake.set()
         return True
+
+    def watch(self, job_id: int, until: float) -> None:
+        """Someone is looking at this job until `until` (clock time; `math.inf`: its whole
+        life): while the budget is short its polls go ahead of unwatched ones (the schedule's
+        `priority`), never past anyone's `POLL_MAX_INTERVAL` (`Schedule.latest`).
+
+        Signals, cheap and real: `reelbot generate` in the foreground (its whole life), and a
+        member's `/video jobs` lookup (`WATCH_AFTER_LOOKUP`). A job not followed here yet (its
+        submit is on the way) is remembered until it is. The mark lives in this worker: the
+        terminal follows its own job itself, and with several bot workers a lookup marks the
+        jobs that worker holds (a few minutes' hint is not worth a column and a migration).
+        """
+        tracked = self._tracked.get(job_id)
+        if tracked is None:
+            now = self.clock.now()
+            if len(self._early_watches) >= MAX_EARLY_WATCHES:
+                self._early_watches = {j: u for j, u in self._early_watches.items() if u > now}
+                if len(self._early_watches) >= MAX_EARLY_WATCHES:
+                    return
+            self._early_watches[job_id] = max(until, self._early_watches.get(job_id, until))
+            return
+        before = tracked.extra.get("watched_until", 0.0)
+        tracked.extra["watched_until"] = max(before, until)
+        now = self.clock.now()
+        if before <= now < until and tracked.due <= now:
+            # Already waiting for a token with an unwatched priority: line up again.
+            self._ready.add(job_id, tracked.due, *priority_of(self.schedule, tracked, tracked.due))
+            self._wake.set()
 
     def replan(self) -> None:
         """The schedule changed its mind (the webhook went quiet): plan every waiting poll
@@ -406,14 +449,70 @@ class Poller:
 
     # -- the loop's parts -------------------------------------------------------------------
 
+    def _deadline(self, tracked: Tracked) -> float:
+        """When the job's age limit runs out (clock time)."""
+        return tracked.started + self.max_age
+
+    def _watch_deadline(self, tracked: Tracked, at: float | None = None) -> None:
+        if len(self._deadlines) > 2 * len(self._tracked) + 64:  # drop finished jobs' entries
+            self._deadlines = [
+                d
+                for d in self._deadlines
+                if (t := self._tracked.get(d[1])) and self._deadline(t) == d[0]
+            ]
+            heapq.heapify(self._deadlines)
+        heapq.heappush(self._deadlines, (self._deadline(tracked), tracked.job.id))
+        self._wake.set()
+
     def _push(self, tracked: Tracked, due: float) -> None:
+        # Never planned past the job's deadline: its last look (or its end) comes on time.
+        due = min(due, self._deadline(tracked))
         tracked.due = due
         heapq.heappush(self._heap, (due, next(self._seq), tracked.job.id))
         if self._heap[0][2] == tracked.job.id:
             self._wake.set()
 
+    def _end_overdue(self, now: float) -> None:
+        """Jobs whose age limit ran out while a rate-limit pause holds every poll end now.
+
+        A job past its deadline that is polled ends after that poll (`_poll_once`); one that
+        cannot be polled because APIMart asked everyone to wait (429, Retry-After) would
+        otherwise wait out the pause first: `generate --timeout 8` once ran 65 s. Without a
+        pause it is simply due (its due time is capped at the deadline) and gets its last look;
+        it is checked again each second until that look is taken.
+        """
+        while self._deadlines and self._deadlines[0][0] <= now:
+            deadline, job_id = heapq.heappop(self._deadlines)
+            tracked = self._tracked.get(job_id)
+            if tracked is None or self._deadline(tracked) != deadline:
+                continue  # finished, or another life of the same job
+            if tracked.due == float("inf"):
+                continue  # a poll is in flight: it ends the job when it returns
+            if self.limiter.paused_until > now:
+                tracked.due = float("inf")  # out of the queues: nothing else may start it
+                self._spawn(
+                    self._give_up_quietly(
+                        tracked,
+                        f"APIMart asked reelbot to wait (rate limit) past the job's "
+                        f"{duration_text(self.max_age)} limit.",
+                    )
+                )
+            else:
+                heapq.heappush(self._deadlines, (deadline, job_id))
+                break  # looked at again in a second (`_next_timeout`)
+
+    async def _give_up_quietly(self, tracked: Tracked, why: str) -> None:
+        """`_give_up` from the loop: a store that fails is logged, the end delivered anyway."""
+        try:
+            await self._give_up(tracked, why)
+        except LeaseLost:
+            self.forget(tracked.job.id)
+        except Exception:
+            log.exception("job %s: could not record the end of its time", tracked.job.id)
+
     def _start_due(self, now: float) -> None:
         """Move due jobs into the ready line; spend each token there is on the best of it."""
+        self._end_overdue(now)
         while self._heap and self._heap[0][0] <= now:
             due, _, job_id = heapq.heappop(self._heap)
             tracked = self._tracked.get(job_id)
@@ -455,6 +554,8 @@ class Poller:
             timeout = min(timeout, self._token_wait)
         if self._dirty:
             timeout = min(timeout, max(0.0, self._last_flush + PROGRESS_FLUSH_EVERY - now))
+        if self._deadlines:  # a deadline already passed is re-checked each second
+            timeout = min(timeout, max(self._deadlines[0][0] - now, 0.0) or 1.0)
         return min(timeout, HEARTBEAT_EVERY)
 
     def _spawn(self, coro: Any) -> None:
@@ -566,8 +667,11 @@ class Poller:
                 await self.limiter.acquire()
             self.requests += 1
             tracked.polls += 1
-            tracked.last_poll_at = self.clock.now()
-            info = await self.api.get_task(job.task_id)
+            tracked.last_poll_at = now = self.clock.now()
+            # The client's retry sleeps end within the job's deadline and one poll interval.
+            max_interval = getattr(self.schedule, "max_interval", MAX_PAUSE)
+            with deadline_in(min(self._deadline(tracked) - now, max_interval)):
+                info = await self.api.get_task(job.task_id)
         except RateLimited as exc:
             self.errors += 1
             self.limiter.penalize(exc.retry_after)
@@ -672,6 +776,7 @@ class Poller:
     def _untrack(self, tracked: Tracked) -> None:
         job = tracked.job
         self._tracked.pop(job.id, None)
+        self._early_watches.pop(job.id, None)
         self._dirty.pop(job.id, None)
         if job.task_id is not None:
             self._by_task.pop(job.task_id, None)

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable
 
 from bot.core.clock import Clock
 
 log = logging.getLogger(__name__)
 
-#: A 429's Retry-After pauses every poll; a huge value must not freeze the bot for hours.
+#: A 429's Retry-After pauses every poll; a huge value must not freeze the bot for hours. The
+#: runtime passes POLL_MAX_INTERVAL instead (a job is still polled within it, even paused).
 MAX_PAUSE = 60.0
 
 
@@ -66,9 +68,19 @@ class RateLimiter:
     #: 429s closer together than this (seconds) count as one burst.
     BURST_WINDOW = 1.0
 
-    def __init__(self, clock: Clock, rate: float, burst: float | None = None) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        rate: float,
+        burst: float | None = None,
+        *,
+        max_pause: float = MAX_PAUSE,
+    ) -> None:
         self.clock = clock
         self.max_rate = rate
+        #: No pause, whoever asks for it (a 429, another worker's 429, a joining worker), lasts
+        #: longer than this (seconds) from the moment it is asked for.
+        self.max_pause = max_pause
         self.bucket = TokenBucket(clock, rate, burst)
         self._paused_until = 0.0
         self._last_cut = float("-inf")
@@ -100,15 +112,33 @@ class RateLimiter:
         self.bucket.burst = burst if burst is not None else max(1.0, rate)
         self.bucket.tokens = min(self.bucket.tokens, self.bucket.burst)
 
+    def _pause_until(self, until: float) -> None:
+        """Pause until `until`, at most `max_pause` from now (NaN is no pause)."""
+        now = self.clock.now()
+        if not until > now:  # also False for NaN
+            return
+        self._paused_until = max(self._paused_until, min(until, now + self.max_pause))
+
     def hold_until(self, until: float) -> None:
-        """Send nothing before `until` (a joining worker waits until the others make room)."""
-        self._paused_until = max(self._paused_until, until)
+        """Send nothing before `until` (a joining worker waits until the others make room).
+
+        Our own bounded wait (one heartbeat and a little), not an outside value: not capped
+        by `max_pause`, which may be shorter (a test's POLL_MAX_INTERVAL of 0.5 s).
+        """
+        if until > self._paused_until:  # also False for NaN
+            self._paused_until = until
 
     def slow_down(self, until: float, factor: float) -> None:
-        """Another worker saw a 429: pause until `until`, then go on at `factor` of the max."""
-        if until <= self.clock.now():
+        """Another worker saw a 429: pause until `until`, then go on at `factor` of the max.
+
+        `until` comes from the shared database (another process's clock and its Retry-After):
+        capped like our own pauses.
+        """
+        if not until > self.clock.now():
             return
-        self._paused_until = max(self._paused_until, until)
+        if not math.isfinite(factor) or factor <= 0:
+            factor = 0.5
+        self._pause_until(until)
         self.bucket.rate = min(self.bucket.rate, max(self.max_rate / 32, self.max_rate * factor))
         self.bucket.drain()
 
@@ -157,11 +187,14 @@ class RateLimiter:
             self._last_cut = now
             self.bucket.rate = max(self.max_rate / 32, self.bucket.rate / 2)
         self.bucket.drain()
-        pause = retry_after or 1.0
-        if pause > MAX_PAUSE:
-            log.warning("429 asked for a %.0f s pause; pausing all polls %.0f s", pause, MAX_PAUSE)
-            pause = MAX_PAUSE
-        self._paused_until = max(self._paused_until, now + pause)
+        # Retry-After is an outside value: missing, zero, negative or not a number is a second.
+        pause = retry_after if retry_after is not None and retry_after > 0 else 1.0
+        if not pause <= self.max_pause:  # also catches NaN and infinity
+            log.warning(
+                "429 asked for a %.0f s pause; pausing all polls %.0f s", pause, self.max_pause
+            )
+            pause = self.max_pause
+        self._pause_until(now + pause)
         self.last_penalty = (self._paused_until, self.bucket.rate / self.max_rate)
         if self.on_penalty is not None:
             self.on_penalty()

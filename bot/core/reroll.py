@@ -77,6 +77,11 @@ def refusal(job: Job | None, member: str, now: float) -> str | None:
     return None
 
 
+def reroll_key(job_id: int) -> int:
+    """The job's key in the shared window table: negative, apart from channel ids."""
+    return -job_id
+
+
 @dataclass(slots=True)
 class RerollClaim:
     """One click's hold on (job, member); `release` says whether a re-roll was started."""

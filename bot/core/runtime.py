@@ -35,8 +35,10 @@ from bot.core.leases import Leases
 from bot.core.metrics import MeteredApimartClient, Metrics, Sampler
 from bot.core.owner import owned_elsewhere
 from bot.core.poller import Notifier, Poller, RateLimiter, Schedule
+from bot.core.reroll import REROLL_GUARD_S
 from bot.core.schedule import AdaptiveSchedule
 from bot.core.scrub import register_secret
+from bot.core.send_window import SharedWindow
 from bot.core.store import Store, open_store
 from bot.core.webhook import WebhookServer
 from bot.core.webhook_health import WebhookHealth
@@ -169,7 +171,11 @@ async def open_runtime(
     # Every outside text this process stores or shows is scrubbed of the secrets it holds.
     for secret in (settings.APIMART_API_KEY, settings.DISCORD_TOKEN):
         register_secret(secret.get_secret_value() if secret is not None else None)
-    limiter = RateLimiter(clock, settings.API_REQUESTS_PER_SECOND)
+    # A 429's pause (however long its Retry-After) ends within POLL_MAX_INTERVAL: every job
+    # is still looked at that often, and a job's deadline is never waited past (R3).
+    limiter = RateLimiter(
+        clock, settings.API_REQUESTS_PER_SECOND, max_pause=settings.POLL_MAX_INTERVAL
+    )
     schedule = schedule or make_schedule(settings)
     metrics = Metrics()
 
@@ -273,6 +279,7 @@ async def open_runtime(
                     runtime.interaction_claims = InteractionClaims(
                         store, worker_id, clock, others_live=lambda: workers.live_bots > 1
                     )
+                    jobs.shared_rerolls = SharedWindow(store, clock, limit=1, per=REROLL_GUARD_S)
                 background = [
                     asyncio.create_task(dispatcher.run(), name="reelbot-queue"),
                     asyncio.create_task(

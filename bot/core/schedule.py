@@ -30,7 +30,8 @@ lowest priority key (see `bot.core.selection`). A new job's first poll (which al
 most early failures) and webhook hints come first; polls near a job's end and the early
 failure checks are keyed by their due time; a sparse poll far from the end is keyed by its latest acceptable time
 (`max_interval` after the last one), so it is stretched when tokens are short and never
-starves. A job picked up again after a restart (or from another worker) is first polled at
+starves. A watched job (its requester stares at it: `Poller.watch`) comes after first looks
+and hints but ahead of every other ordinary poll, and is not stretched. A job picked up again after a restart (or from another worker) is first polled at
 its earliest plausible end, not all at once.
 """
 
@@ -81,6 +82,10 @@ RESUMED_AFTER = 15.0
 #: Priority keys (seconds): lower is served first when tokens are short. A new job's first
 #: poll and a webhook hint go ahead of everything else by this much.
 FIRST_POLL_LEAD = 1e6
+#: A watched job's poll (`Poller.watch`: someone stares at its progress) goes ahead of
+#: unwatched ones by this much - but behind first looks, hints and polls already at their
+#: latest acceptable time (`bot.core.selection.OVERDUE_LEAD` is larger): nobody starves.
+WATCHED_LEAD = 2e5
 
 
 class Window:
@@ -231,6 +236,8 @@ class AdaptiveSchedule:
             return due - FIRST_POLL_LEAD
         if tracked.polls == 0 and not tracked.extra.get("resumed"):
             return due - FIRST_POLL_LEAD  # a new job's first look (and first failure check)
+        if tracked.extra.get("watched_until", 0.0) > due:
+            return due - WATCHED_LEAD  # someone is watching: not stretched, served early
         if tracked.extra.get("sparse"):
             last = tracked.last_poll_at or tracked.started
             return max(due, last + self.max_interval)

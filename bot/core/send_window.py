@@ -119,6 +119,31 @@ class SharedWindow:
         free_at = (oldest or 0.0) + self.per
         return min(self.per, max(MIN_HINT, free_at - now))
 
+    async def take_at(self, key: int) -> float | None:
+        """Take a slot now and return its time (for `give_back`), or None if none is free."""
+        now = self.clock.now()
+        return now if await self._take_now(key, now) else None
+
+    async def _take_now(self, key: int, now: float) -> bool:
+        async with self._engine.connect() as conn:
+            taken = (await conn.execute(self._take_statement(key, now, 0))).first()
+            if taken is None:
+                await conn.execute(
+                    postgresql.insert(send_slots)
+                    .values([{"key": key, "slot": n, "sent_at": 0.0} for n in range(self.limit)])
+                    .on_conflict_do_nothing(index_elements=["key", "slot"])
+                )
+                taken = (await conn.execute(self._take_statement(key, now, 0))).first()
+        return taken is not None
+
+    async def give_back(self, key: int, taken_at: float) -> None:
+        """Free the slot taken at `taken_at` (an action that was not done after all)."""
+        c = send_slots.c
+        async with self._engine.connect() as conn:
+            await conn.execute(
+                send_slots.update().where(c.key == key, c.sent_at == taken_at).values(sent_at=0.0)
+            )
+
 
 async def prune(store: Store, *, older_than: float) -> int:
     """Delete slot rows last taken before `older_than` (free for long); returns how many."""

@@ -19,6 +19,7 @@ from bot.core.controls.admission import Refused
 from bot.core.fetch import FetchError, FetchPolicy
 from bot.core.job import Job, JobState
 from bot.core.jobs import INTERRUPTED_MESSAGE, ImageFile, Origin, with_pending_uploads
+from bot.core.poller import WATCH_AFTER_LOOKUP
 from bot.core.request import (
     Problem,
     RequestInvalid,
@@ -249,10 +250,14 @@ async def reroll(bot: ReelBot, interaction: discord.Interaction, job_id: int) ->
         if isinstance(source, str):
             await interaction.response.send_message(source, ephemeral=True)
             return
+        if not await jobs.hold_reroll(job_id):  # the same guard, across workers
+            await interaction.response.send_message(ALREADY_REROLLING, ephemeral=True)
+            return
         job = await start(bot, interaction, source.request, [], media_at=media_time(source))
         started = job is not None
     finally:
         claim.release(started)
+        await jobs.release_reroll(job_id, started=started)
 
 
 async def details(bot: ReelBot, interaction: discord.Interaction, job_id: int) -> None:
@@ -268,7 +273,11 @@ async def job_list(bot: ReelBot, interaction: discord.Interaction) -> None:
     """`/video jobs`: the member's recent jobs, privately."""
     runtime = bot.require_runtime()
     recent = await runtime.jobs.recent(requester=str(interaction.user.id), limit=10)
-    rendered = render.job_list(recent, runtime.clock.now())
+    now = runtime.clock.now()
+    for job in recent:
+        if not job.state.terminal:  # they are looking: their open jobs' polls go first
+            runtime.poller.watch(job.id, now + WATCH_AFTER_LOOKUP)
+    rendered = render.job_list(recent, now)
     await interaction.response.send_message(**rendered.kwargs(), ephemeral=True)
 
 

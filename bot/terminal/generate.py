@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import shutil
 import signal
@@ -23,6 +24,7 @@ from aiohttp import web
 
 from bot.core import interrupts
 from bot.core.config import Settings
+from bot.core.deadline import deadline_in
 from bot.core.job import Job, JobState, plausible_money, plausible_time
 from bot.core.jobs import ImageFile, Origin
 from bot.core.owner import terminal_origin
@@ -313,7 +315,11 @@ async def run_generate(
         )
         origin = Origin(**terminal_origin(runtime.clock.now()))
         job = await runtime.jobs.create(request, origin=origin)
-        launch = asyncio.create_task(runtime.jobs.launch(job, files))
+        # Someone stares at this terminal for the job's whole life: its polls go first.
+        runtime.poller.watch(job.id, math.inf)
+        # --timeout bounds the submit's retry waits too (a 429 asking for 30 s, thrice).
+        with deadline_in(settings.JOB_TIMEOUT):
+            launch = asyncio.create_task(runtime.jobs.launch(job, files))
         try:
             return await follow(runtime, notifier, job, stop)
         finally:

@@ -167,7 +167,7 @@ class _Injection:
     times: int
     body: bytes | None
     delay: float
-    retry_after: float | None
+    retry_after: float | str | None
     accept: bool
     huge: int = 0
     truncate: bool = False
@@ -430,7 +430,7 @@ class FakeApimart:
         times: int = 1,
         body: str | bytes | None = None,
         delay: float = 0.0,
-        retry_after: float | None = None,
+        retry_after: float | str | None = None,
         accept: bool = False,
         huge: int = 0,
         truncate: bool = False,
@@ -445,6 +445,8 @@ class FakeApimart:
         with the injected status: "the server got it, but the answer was lost".
         ``huge=N`` streams an N-byte body (chunked, no length: memory stays small here);
         ``truncate=True`` announces the body's length, sends half, and drops the connection.
+        ``retry_after`` is sent as the Retry-After header: a number as seconds, a string
+        verbatim (an HTTP date, "nan", "-5": what a broken server might send).
         """
         if endpoint not in ENDPOINTS:
             raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {sorted(ENDPOINTS)}")
@@ -556,8 +558,10 @@ class FakeApimart:
         if inj.huge or inj.truncate:
             return await self._broken_body(inj, request)
         headers = {}
-        if inj.retry_after is not None:
-            ra = inj.retry_after
+        ra = inj.retry_after
+        if isinstance(ra, str):
+            headers["Retry-After"] = ra
+        elif ra is not None:
             headers["Retry-After"] = str(int(ra)) if float(ra).is_integer() else str(ra)
         if inj.body is not None:
             return web.Response(

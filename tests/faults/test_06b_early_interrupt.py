@@ -23,6 +23,9 @@ pytestmark = pytest.mark.e2e
 
 #: Seconds after the start: inside the imports, the settings, the runtime's start, the job.
 MOMENTS = (0.2, 0.4, 0.6, 0.9, 1.2, 1.6, 2.2)
+#: The task's length at the stand-in (time_scale 1000: 60 real seconds), far beyond the last
+#: moment even on a loaded machine (600 s of task time, 0.6 s real, finished first there).
+TASK_SECONDS = 60_000.0
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -30,7 +33,7 @@ async def test_an_early_interrupt_still_prints_one_object_and_no_traceback(
     fake: FakeApimart, api_url: str, tmp_path: Path, sig: signal.Signals
 ) -> None:
     for moment in MOMENTS:
-        fake.plan_next(FakeTaskPlan(duration_s=600))
+        fake.plan_next(FakeTaskPlan(duration_s=TASK_SECONDS))
         cwd = tmp_path / f"at-{moment}"
         cwd.mkdir()
         proc = await asyncio.create_subprocess_exec(
@@ -70,7 +73,7 @@ async def test_an_early_interrupt_still_prints_one_object_and_no_traceback(
         # exit when the interrupt came inside an import, however it was handled.
         if proc.returncode in (130, -signal.SIGINT):
             assert "interrupted" in stderr, where
-        else:  # it finished first (it cannot, in 2 s, here: the task runs 10 s)
+        else:  # it finished first (it cannot, in 2 s: the task runs 60 s)
             raise AssertionError(where)
         if outcome["task_id"] is None and outcome["status"] != "submitting":
             assert "nothing was charged" in stderr, where
