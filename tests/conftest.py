@@ -70,39 +70,82 @@ class Pipeline:
 PipelineFactory = Callable[..., Any]
 
 
+@dataclass
+class Parts:
+    """What every test pipeline is made of, before a `JobService` is put on top."""
+
+    clock: SystemClock
+    limiter: RateLimiter
+    api: ApimartClient
+    notifier: RecordingNotifier
+    poller: Poller
+
+
+def pipeline_parts(
+    session: aiohttp.ClientSession,
+    api_url: str,
+    store: Store,
+    *,
+    timeout: float = 2.0,
+    attempts: int = 3,
+    rate: float = 500.0,
+    interval: float = 0.03,
+    **poller_kw: Any,
+) -> Parts:
+    """A fast pipeline on the stand-in: a short retry policy and a fixed, quick schedule."""
+    clock = SystemClock()
+    limiter = RateLimiter(clock, rate=rate)
+    api = ApimartClient(
+        session,
+        api_url,
+        API_KEY,
+        timeout=timeout,
+        retry=RetryPolicy(attempts=attempts, base_delay=0.01, max_delay=interval + 0.02),
+        on_rate_limited=None,
+    )
+    notifier = RecordingNotifier()
+    schedule = FixedSchedule(initial_delay=interval, interval=interval, max_interval=3 * interval)
+    poller = Poller(api, store, notifier, clock, schedule, limiter, **poller_kw)
+    return Parts(clock, limiter, api, notifier, poller)
+
+
+@asynccontextmanager
+async def running_pipeline(
+    session: aiohttp.ClientSession,
+    api_url: str,
+    store: Store,
+    *,
+    resume: bool = True,
+    **options: Any,
+) -> AsyncIterator[Pipeline]:
+    """The parts with a `JobService`, the poller running; the store is closed on the way out."""
+    parts = pipeline_parts(session, api_url, store, **options)
+    jobs = JobService(
+        store=store, api=parts.api, poller=parts.poller, notifier=parts.notifier, clock=parts.clock
+    )
+    task = asyncio.create_task(parts.poller.run())
+    try:
+        if resume:
+            await jobs.resume()
+        yield Pipeline(store, parts.api, parts.poller, jobs, parts.notifier, parts.limiter)
+    finally:
+        await parts.poller.stop()
+        await task
+        await store.close()
+
+
 @pytest.fixture
 async def make_pipeline(api_url: str, database_url: str) -> AsyncIterator[Callable[..., Any]]:
     """Open a pipeline on a database file; several may be opened in turn (a "restart")."""
     async with aiohttp.ClientSession() as session:
 
-        @asynccontextmanager
-        async def open_pipeline(
-            *, timeout: float = 2.0, resume: bool = True, **poller_kw: Any
-        ) -> AsyncIterator[Pipeline]:
-            clock = SystemClock()
-            limiter = RateLimiter(clock, rate=500.0)
-            api = ApimartClient(
-                session,
-                api_url,
-                API_KEY,
-                timeout=timeout,
-                retry=RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05),
-                on_rate_limited=None,
-            )
-            store = await Store.open(database_url)
-            notifier = RecordingNotifier()
-            schedule = FixedSchedule(initial_delay=0.03, interval=0.03, max_interval=0.1)
-            poller = Poller(api, store, notifier, clock, schedule, limiter, **poller_kw)
-            jobs = JobService(store=store, api=api, poller=poller, notifier=notifier, clock=clock)
-            task = asyncio.create_task(poller.run())
-            try:
-                if resume:
-                    await jobs.resume()
-                yield Pipeline(store, api, poller, jobs, notifier, limiter)
-            finally:
-                await poller.stop()
-                await task
-                await store.close()
+        def open_pipeline(**options: Any) -> Any:
+            async def opened() -> AsyncIterator[Pipeline]:
+                store = await Store.open(database_url)
+                async with running_pipeline(session, api_url, store, **options) as pipeline:
+                    yield pipeline
+
+            return asynccontextmanager(opened)()
 
         yield open_pipeline
 

@@ -16,21 +16,19 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.core.apimart import ApimartClient, RetryPolicy
 from bot.core.catalog import CATALOG
-from bot.core.clock import SystemClock
 from bot.core.controls.admission import Admission, Requester
 from bot.core.controls.money import parse_usd
 from bot.core.controls.queue import Dispatcher
 from bot.core.controls.service import Controls
 from bot.core.job import Job, JobState
 from bot.core.jobs import JobService, Origin
-from bot.core.poller import FixedSchedule, Poller, RateLimiter
+from bot.core.poller import Poller
 from bot.core.request import build_request
 from bot.core.store import Store
 from bot.testing.fake_apimart import PRICE_PER_SECOND
 from bot.testing.notifier import RecordingNotifier
-from tests.conftest import API_KEY
+from tests.conftest import pipeline_parts
 
 GUILD = "1000"
 
@@ -115,20 +113,10 @@ async def open_controlled_fixture(
             seed: bool = True,
             resume: bool = True,
         ) -> AsyncIterator[Controlled]:
-            clock = SystemClock()
-            limiter = RateLimiter(clock, rate=1000.0)
-            api = ApimartClient(
-                session,
-                api_url,
-                API_KEY,
-                timeout=5.0,
-                retry=RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05),
-                on_rate_limited=None,
-            )
             store = await Store.open(database_url)
-            notifier = RecordingNotifier()
-            schedule = FixedSchedule(initial_delay=0.03, interval=0.03, max_interval=0.1)
-            poller = Poller(api, store, notifier, clock, schedule, limiter)
+            parts = pipeline_parts(session, api_url, store, timeout=5.0, rate=1000.0)
+            clock, notifier, poller = parts.clock, parts.notifier, parts.poller
+            api = parts.api
             controls = Controls(
                 store, clock, operator_daily=operator_daily, operator_monthly=operator_monthly
             )

@@ -9,11 +9,10 @@ sleeps, the shared limiter's 429 pause, and the poller's wait at a job's deadlin
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
 from bot.core.apimart import MAX_RETRY_AFTER, ApimartClient, RateLimited, RetryPolicy, TaskInfo
@@ -25,6 +24,7 @@ from bot.testing.clock import ManualClock
 from bot.testing.fake_apimart import FakeApimart
 from bot.testing.notifier import RecordingNotifier
 from bot.testing.store import MemoryJobStore
+from tests.test_apimart_client import ServerFactory, Sleeps
 
 KEY = "sk-pause-deadline-test-key"
 T0 = 1_800_000_000.0
@@ -41,18 +41,6 @@ HOSTILE_RETRY_AFTER = [
     "Mon, 99 Foo 0000 99:99:99 GMT",
     "soon",
 ]
-
-ServerFactory = Callable[..., Awaitable[TestServer]]
-
-
-class Sleeps:
-    """Records requested delays instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, delay: float) -> None:
-        self.delays.append(delay)
 
 
 @pytest.fixture

@@ -162,24 +162,14 @@ class Fleet:
         """Start `reelbot run` and wait until it is connected and registered in `workers`.
 
         `env`: settings for this worker only (`SHARD_IDS`, say)."""
-        ready = self.discord.ready_count
-        worker = await self.reelbot(name, "run", env=env)
-        self.workers.append(worker)
-        try:
-            await self.discord.wait_connected(timeout=timeout, ready_count=ready + 1)
-            async with asyncio.timeout(timeout):
-                while worker.worker_id is None:
-                    worker.worker_id = await self._worker_id(worker.pid)
-                    if worker.worker_id is None:
-                        await asyncio.sleep(0.1)
-        except (TimeoutError, AssertionError) as exc:
-            raise RuntimeError(f"{name} did not start:\n{self.logs()[-3000:]}") from exc
-        return worker
+        return (await self.start_workers(name, timeout=timeout, env=env))[0]
 
-    async def start_workers(self, *names: str, timeout: float = 40.0) -> list[Worker]:
+    async def start_workers(
+        self, *names: str, timeout: float = 40.0, env: dict[str, str] | None = None
+    ) -> list[Worker]:
         """Start several `reelbot run` at once; wait until all are connected and registered."""
         ready = self.discord.ready_count
-        started = [await self.reelbot(name, "run") for name in names]
+        started = [await self.reelbot(name, "run", env=env) for name in names]
         self.workers += started
         try:
             await self.discord.wait_connected(timeout=timeout, ready_count=ready + len(names))
