@@ -52,6 +52,21 @@ async def test_the_first_claim_wins_and_every_later_one_loses(database_url: str)
     assert [(r.interaction_id, r.worker) for r in rows] == [(SNOWFLAKE + 2, "worker-a")]
 
 
+async def test_a_stopping_worker_claims_only_when_it_is_alone(database_url: str) -> None:
+    store = await Store.open(database_url)
+    others = [True]
+    try:
+        a = InteractionClaims(store, "worker-a", ManualClock(), others_live=lambda: others[0])
+        b = InteractionClaims(store, "worker-b", ManualClock())
+        a.step_aside()
+        assert await a.claim(SNOWFLAKE) is False  # B is live: it is B's
+        assert await b.claim(SNOWFLAKE) is True
+        others[0] = False
+        assert await a.claim(SNOWFLAKE + 1) is True  # alone: answered rather than dropped
+    finally:
+        await store.close()
+
+
 def test_every_route_of_an_interaction_passes_the_claim() -> None:
     """Commands and autocomplete go through the tree, clicks through the dynamic items; a new
     button class without `Claimed` would be answered by every replica."""

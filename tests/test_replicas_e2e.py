@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -233,3 +234,41 @@ async def test_two_workers_share_one_channel_budget(one_channel: Fleet) -> None:
     results = world.results()
     assert {t: results.get(t, 0) for t in tags} == dict.fromkeys(tags, 1)
     assert (most, refused) == (5, 0), world.logs()
+
+
+async def test_a_replica_that_is_stopping_leaves_new_commands_to_the_others(
+    world: Fleet,
+) -> None:
+    """A rolling deploy SIGTERMs a replica; it drains (up to API_TIMEOUT) while still
+    connected. Commands arriving then were claimed by the stopping replica, acknowledged, and
+    failed at once: "reelbot stopped before this job was sent to APIMart", though another
+    replica was live. Now a stopping replica steps aside and the live one takes them."""
+    await asyncio.gather(world.sync(globally=True), world.start_workers("replica-a", "replica-b"))
+    # One command whose submit is held: the replica that takes it drains for a while.
+    world.api.inject("submit", 200, delay=4.0)
+    (first,) = await world.slash(1)
+
+    async def claimed() -> str | None:
+        assert world.store is not None
+        query = sa.text("SELECT worker FROM interaction_claims")
+        async with world.store.engine.connect() as conn:
+            return (await conn.execute(query)).scalar()
+
+    owner = await _until("the first command claimed", world, claimed, timeout=10)
+    stopping = next(w for w in world.workers if w.worker_id == owner)
+    stopping.proc.send_signal(signal.SIGTERM)
+    await asyncio.sleep(0.5)  # it is draining now: still connected, still receiving
+    commands = [world.slash_payload(g) for g in (0, 1, 2, 0, 1, 2)]
+    await world.send_together([p for _, p in commands])
+
+    async def all_delivered() -> bool:
+        jobs = await _jobs(world)
+        return len(jobs) == 7 and all(j["delivered"] for j in jobs)
+
+    await _until("every job delivered", world, all_delivered, timeout=40)
+    callbacks = world.callbacks()
+    answered = {p["id"]: [s for s, _ in callbacks.get(p["id"], [])] for _, p in commands}
+    jobs = [j for j in await _jobs(world) if _tag_of(j) != first]
+    states = Counter(j["state"] for j in jobs)
+    assert all(len(s) == 1 and s[0] < 300 for s in answered.values()), answered
+    assert states == {"completed": 6}, f"{states}\n{world.logs()}"

@@ -21,6 +21,7 @@ end's decision (bot/discord/claims.py).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -38,20 +39,45 @@ KEEP_SECONDS = 3600.0
 class InteractionClaims:
     """This worker's claims on interactions, in the shared database."""
 
-    def __init__(self, store: Store, worker_id: str, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: Store,
+        worker_id: str,
+        clock: Clock,
+        *,
+        others_live: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.store = store
         self.worker_id = worker_id
         self.clock = clock
+        #: Whether another bot worker is alive (from the heartbeat table): see `step_aside`.
+        self.others_live = others_live
+        self.stepping_aside = False
         # Autocommit: the INSERT is its own transaction, one round trip (no BEGIN/COMMIT).
         self._engine = store.engine.execution_options(isolation_level="AUTOCOMMIT")
         dialect = store.engine.dialect.name
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
 
+    def step_aside(self) -> None:
+        """This worker is stopping: leave new interactions to the live ones from now on.
+
+        A stopping worker drains (submits under way, the poller) while still connected, and
+        still receives every interaction. Had it claimed them, each new command would be
+        acknowledged and then ended at once as interrupted, though another replica (the new
+        container of a rolling deploy) was there to run it. Alone, it goes on claiming: a
+        member then hears that the job was interrupted rather than nothing at all.
+        """
+        self.stepping_aside = True
+
     async def claim(self, interaction_id: int) -> bool:
-        """True if this worker takes the interaction; False if another worker already did.
+        """True if this worker takes the interaction; False if another worker already did
+        (or should: this one is stopping and another is live).
 
         Database errors propagate: the caller decides what the member is told.
         """
+        if self.stepping_aside and self.others_live():
+            log.debug("interaction %s: stopping; left to the other workers", interaction_id)
+            return False
         statement = (
             self._insert(interaction_claims)
             .values(

@@ -899,9 +899,13 @@ class Poller:
             log.warning("job %s: delivered, but its lease had gone to another worker", job.id)
             self.forget(job.id)
         except Exception:
-            # The requester has the result; only the flag is missing (a restart would post it
-            # again). Log loudly rather than retry the delivery itself.
+            # The requester has the result; only the flag is missing. Log loudly, and stop
+            # renewing the lease: kept, it would pin the row (undelivered, owned, followed by
+            # nobody) for as long as this worker lives. Once it runs out, whoever claims the
+            # job finds its result in the channel (nonce, history) and records the flag.
             log.exception("job %s: delivered, but recording that failed", job.id)
+            if self.leases is not None:
+                self.leases.drop(job.id)
 
     def _park(self, job: Job, attempts: int) -> bool:
         """After the last attempt: stop retrying in this process (see DELIVERY_ATTEMPTS).

@@ -310,7 +310,9 @@ async def _assemble(
     )
     runtime.controls = controls
     if role == "bot" and store.engine.dialect.name != "sqlite":
-        runtime.interaction_claims = InteractionClaims(store, worker_id, clock)
+        runtime.interaction_claims = InteractionClaims(
+            store, worker_id, clock, others_live=lambda: workers.live_bots > 1
+        )
         jobs.shared_rerolls = SharedWindow(store, clock, limit=1, per=REROLL_GUARD_S)
     add_core_checks(runtime)
     if runtime.webhook is not None:

@@ -127,6 +127,9 @@ async def _run(settings: Settings) -> int:
             # and the result be posted a second time after the restart.
             # Unready at once, so a load balancer stops sending webhooks here while we drain.
             runtime.readiness.add("shutdown", lambda: "stopping", ttl=0.0)
+            # Still connected while draining: new commands go to the other replicas, if any.
+            if runtime.interaction_claims is not None:
+                runtime.interaction_claims.step_aside()
             # Submits already sent first: one may be billed, and its task id must be recorded
             # (and followed after the restart). New ones are refused, nothing charged.
             log.info(
