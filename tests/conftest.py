@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.core.apimart import ApimartClient, RetryPolicy
@@ -25,8 +27,40 @@ from bot.testing.fake_apimart import FakeApimart
 from bot.testing.notifier import RecordingNotifier
 
 API_KEY = "sk-test-0123456789abcdef"
-#: A PostgreSQL database the tests may wipe; `.ci/run` starts one and sets this.
-POSTGRES_URL = os.environ.get("REELBOT_TEST_POSTGRES_URL")
+
+
+def _per_worker(url: str | None) -> str | None:
+    """Under pytest-xdist each worker gets its own PostgreSQL database, created on first use:
+    the tests wipe theirs, and two workers must not wipe each other's."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not url or not worker:
+        return url
+    base = make_url(url)
+    name = f"{base.database}_{worker}"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(
+            host=base.host,
+            port=base.port,
+            user=base.username,
+            password=base.password,
+            database=base.database,
+        )
+        try:
+            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+                await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    return base.set(database=name).render_as_string(hide_password=False)
+
+
+#: A PostgreSQL database the tests may wipe; `.ci/run` starts one and sets this. Rewritten
+#: here, before any test module reads it, when the tests run in several processes.
+POSTGRES_URL = _per_worker(os.environ.get("REELBOT_TEST_POSTGRES_URL"))
+if POSTGRES_URL:
+    os.environ["REELBOT_TEST_POSTGRES_URL"] = POSTGRES_URL
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
