@@ -1,3 +1,3 @@
-from bot.app import main
+from bot.entry import main
 
 main()

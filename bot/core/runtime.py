@@ -82,6 +82,10 @@ class Runtime:
     #: PostgreSQL only. On SQLite one `reelbot run` holds the file lock, so no other process
     #: receives the interaction and a claim would only add a write to SQLite's single writer.
     interaction_claims: InteractionClaims | None = None
+    #: Set by `stop_work`: from then on `resume` takes nothing on. A SIGTERM while `reelbot run`
+    #: starts drains the runtime while discord.py's login may still be on its way to
+    #: `setup_hook` (which resumes): a claim after the drain would sit under a leaving worker.
+    stopping: bool = False
 
     @property
     def worker_id(self) -> str:
@@ -97,6 +101,7 @@ class Runtime:
 
         Idempotent; the leases are given back when the runtime closes.
         """
+        self.stopping = True
         await self.claimer.stop()
         await self.poller.stop()
         if self.poller_task is not None:
@@ -107,9 +112,10 @@ class Runtime:
         """Start claiming: this worker's share of the jobs that need work, now and from then
         on (a bot calls it once its notifier is bound). Returns how many it took at once.
 
-        A terminal process never claims: it only ever touches the jobs it creates.
+        A terminal process never claims: it only ever touches the jobs it creates; a runtime
+        already stopping (`stop_work`) takes nothing on.
         """
-        if self.workers.kind != "bot":
+        if self.workers.kind != "bot" or self.stopping:
             return 0
         before = self.leases.claimed
         await self.claimer.resume()
