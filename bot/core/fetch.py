@@ -137,8 +137,15 @@ def _address_refusal(address: str, *, allow_local: bool) -> str | None:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if ip.is_loopback:
         return None if allow_local else "a loopback address"
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return _address_refusal(str(ip.ipv4_mapped), allow_local=allow_local)
+    if isinstance(ip, ipaddress.IPv6Address):
+        # IPv6 forms that carry an IPv4 address (mapped, 6to4, Teredo's server and client)
+        # are judged by what they carry: 2002:a9fe:a9fe::1 is 169.254.169.254 in disguise.
+        if ip.ipv4_mapped is not None:
+            return _address_refusal(str(ip.ipv4_mapped), allow_local=allow_local)
+        carried = [ip.sixtofour] if ip.sixtofour is not None else list(ip.teredo or ())
+        for inner in carried:
+            if (why := _address_refusal(str(inner), allow_local=False)) is not None:
+                return why
     if ip.is_link_local:
         return "a link-local address"
     if ip.is_private or ip.is_reserved or ip.is_multicast or ip.is_unspecified:

@@ -64,6 +64,9 @@ class Fleet:
     database_url: str
     tmp: Path
     guilds: int = 3
+    #: Text channels per guild: Discord allows 5 messages per channel per 5 s, so a test
+    #: posting hundreds of results spreads them over more channels, as a big community would.
+    channels_per_guild: int = 1
     time_scale: float = 60.0
     settings: dict[str, str] = field(default_factory=dict)
     #: Options for the fake Discord (`channel_limit=(5, 5.0)` enforces the channel bucket).
@@ -90,11 +93,19 @@ class Fleet:
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
         self.api_url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
         self.discord = FakeDiscord(token=TOKEN, **self.discord_options)
+        by_guild: list[list[tuple[int, int]]] = []
         for number in range(self.guilds):
             guild = self.discord.add_guild(f"Reel Club {number}")
-            channel = self.discord.add_text_channel(int(guild["id"]), "videos")
-            self.discord.add_member(int(guild["id"]), USER_ID, username="fox_fan")
-            self.channels.append((int(guild["id"]), int(channel["id"])))
+            guild_id = int(guild["id"])
+            self.discord.add_member(guild_id, USER_ID, username="fox_fan")
+            by_guild.append(
+                [
+                    (guild_id, int(self.discord.add_text_channel(guild_id, f"videos-{n}")["id"]))
+                    for n in range(self.channels_per_guild)
+                ]
+            )
+        # Round-robin over the guilds first: `channels[i]` for i < guilds is each guild's first.
+        self.channels = [pair for rank in zip(*by_guild, strict=True) for pair in rank]
         await self.discord.start()
         self.store = await Store.open(self.database_url)
         self._session = aiohttp.ClientSession(headers={"User-Agent": "fleet-harness"})
@@ -151,7 +162,7 @@ class Fleet:
             if await sync.proc.wait() != 0:
                 raise RuntimeError(sync.log.read_text(errors="replace")[-2000:])
             return
-        for guild_id, _ in self.channels:
+        for guild_id in dict.fromkeys(g for g, _ in self.channels):
             sync = await self.reelbot(f"sync-{guild_id}", "sync", "--guild", str(guild_id))
             if await sync.proc.wait() != 0:
                 raise RuntimeError(sync.log.read_text(errors="replace")[-2000:])

@@ -14,7 +14,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bot.core.fetch import FetchFailed, FetchPolicy, FetchRefused, fetch, fetch_session
+from bot.core.fetch import (
+    FetchFailed,
+    FetchPolicy,
+    FetchRefused,
+    _address_refusal,
+    fetch,
+    fetch_session,
+)
 from tests.discordfix import (  # noqa: F401 - fixtures
     Reel,
     bot_fixture,
@@ -212,3 +219,17 @@ async def test_a_dns_answer_that_changes_after_the_check_is_not_connected_to(
     async with aiohttp.ClientSession() as plain:
         got = await fetch(plain, url, limit=1 << 20, timeout=5, policy=LOCAL, what="the video")
     assert got.data == b"instance credentials"
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "2002:a9fe:a9fe::1",  # 6to4 around 169.254.169.254
+        "2002:0a00:0001::1",  # 6to4 around 10.0.0.1
+        "2001:0:a9fe:a9fe::1",  # Teredo whose server is 169.254.169.254
+        "::ffff:169.254.169.254",
+    ],
+)
+def test_ipv6_forms_that_carry_a_private_ipv4_are_refused(address: str) -> None:
+    assert _address_refusal(address, allow_local=True) is not None
+    assert _address_refusal("2002:0808:0808::1", allow_local=False) is None  # 8.8.8.8: public
