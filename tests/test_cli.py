@@ -55,8 +55,8 @@ async def reelbot(*args: str, cwd: Path, **env: str) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
-@pytest.fixture
-def served(aiohttp_server: Any) -> Any:
+@pytest.fixture(name="served")
+def served_fixture(aiohttp_server: Any) -> Any:
     async def serve(fake: FakeApimart) -> dict[str, str]:
         server = await aiohttp_server(fake.app)
         return {

@@ -11,30 +11,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from bot import app
 from bot.terminal.cli import API_FIELD_FLAGS
 from bot.testing.fake_apimart import FakeApimart
-from tests.test_cli import KEY, reelbot
+from tests.test_cli import KEY, reelbot, served_fixture  # noqa: F401 - fixture
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def served(aiohttp_server: Any) -> Any:
-    async def serve(fake: FakeApimart) -> dict[str, str]:
-        server = await aiohttp_server(fake.app)
-        return {
-            "APIMART_BASE_URL": str(server.make_url("")).rstrip("/"),
-            "APIMART_API_KEY": KEY,
-            "POLL_INITIAL_DELAY": "0.1",
-            "POLL_INTERVAL": "0.1",
-            "POLL_MAX_INTERVAL": "0.5",
-            "DATABASE_URL": "sqlite:///./data/cli.db",
-        }
-
-    return serve
 
 
 # --------------------------------------------------------------- settings and `check`

@@ -128,20 +128,22 @@ class WorkerRegistry:
         if limiter is not None:
             limiter.on_penalty = self._wake.set
 
+    def _insert_row(self, now: float) -> sa.Insert:
+        """This worker's row, as registered (and re-registered after being forgotten)."""
+        return workers_table.insert().values(
+            id=self.worker_id,
+            kind=self.kind,
+            host=socket.gethostname()[:255],
+            pid=os.getpid(),
+            started_at=now,
+            heartbeat_at=now,
+        )
+
     async def register(self) -> None:
         """Insert this worker's row; if others are alive, wait for them before using budget."""
         now = self.clock.now()
         async with self.store.transaction() as conn:
-            await conn.execute(
-                workers_table.insert().values(
-                    id=self.worker_id,
-                    kind=self.kind,
-                    host=socket.gethostname()[:255],
-                    pid=os.getpid(),
-                    started_at=now,
-                    heartbeat_at=now,
-                )
-            )
+            await conn.execute(self._insert_row(now))
         self.round_trips += 1
         await self._read(now)
         if self.limiter is not None:
@@ -164,16 +166,7 @@ class WorkerRegistry:
                 workers_table.update().where(workers_table.c.id == self.worker_id).values(values)
             )
             if result.rowcount == 0:  # deleted as dead (a long pause): come back
-                await conn.execute(
-                    workers_table.insert().values(
-                        id=self.worker_id,
-                        kind=self.kind,
-                        host=socket.gethostname()[:255],
-                        pid=os.getpid(),
-                        started_at=now,
-                        heartbeat_at=now,
-                    )
-                )
+                await conn.execute(self._insert_row(now))
             await conn.execute(
                 workers_table.delete().where(workers_table.c.heartbeat_at < now - FORGET_AFTER)
             )
