@@ -188,7 +188,7 @@ async def test_progress_edits_are_throttled_on_discord(reel: Reel, video_url: st
     clock = ManualClock(start=1000.0)
     throttled = DiscordNotifier(
         reel.bot,
-        session=reel.runtime.session,
+        session=reel.runtime.fetch_session,
         clock=clock,
         edit_interval=10.0,
         edits_per_second=1.0,
@@ -246,7 +246,7 @@ async def test_progress_never_waits_for_a_held_edit_and_never_queues(
     running = dataclasses.replace(job, state=JobState.RUNNING, progress=10)
     fast = DiscordNotifier(
         reel.bot,
-        session=reel.runtime.session,
+        session=reel.runtime.fetch_session,
         clock=ManualClock(start=1000.0),
         edit_interval=0.0,
         channel_edit_interval=0.0,
