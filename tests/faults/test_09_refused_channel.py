@@ -29,7 +29,9 @@ async def test_after_a_restart_a_refused_result_lands_in_the_status_message(
 ) -> None:
     job = await finished_job(reel, video_url)
     # A new process: the same bot, but a notifier that never saw the interaction.
-    restarted = DiscordNotifier(reel.bot, session=reel.runtime.fetch_session, clock=reel.runtime.clock)
+    restarted = DiscordNotifier(
+        reel.bot, session=reel.runtime.fetch_session, clock=reel.runtime.clock
+    )
     reel.env.inject_error(
         "POST",
         "/channels/*/messages",
